@@ -1,0 +1,40 @@
+"""htm-gym: Hierarchical Token Merging as Gymnasium environments.
+
+Importing the package registers ``HTM-Crosses-v0`` and ``HTM-Trees-v0`` (single env
+``HTMEnv`` and native vector env ``HTMVectorEnv`` via ``vector_entry_point``).
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from htm_gym.env import HTMEnv
+from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model, save_model
+from htm_gym.vector_env import HTMVectorEnv
+
+__version__ = "0.1.0"
+
+ENV_IDS: dict[str, dict] = {
+    "HTM-Crosses-v0": {"dataset": "crosses"},
+    "HTM-Trees-v0": {"dataset": "trees"},
+}
+
+for _env_id, _kwargs in ENV_IDS.items():
+    if _env_id not in registry:
+        register(
+            id=_env_id,
+            entry_point="htm_gym.env:HTMEnv",
+            vector_entry_point="htm_gym.vector_env:HTMVectorEnv",
+            kwargs=_kwargs,
+        )
+
+__all__ = [
+    "ENV_IDS",
+    "HTMConfig",
+    "HTMEnv",
+    "HTMModel",
+    "HTMVectorEnv",
+    "load_model",
+    "make_model",
+    "save_model",
+]

@@ -1,0 +1,200 @@
+"""The batched merge tree: lift, legal pairs, merge with one-step loss, teacher-forced unmerge.
+
+Everything here is a function of batch-first tensors on any device and is differentiable, so
+the environments (under ``torch.no_grad``) and the learners (replaying recorded merges with
+gradients) run the very same dynamics.
+
+Layout. Each row holds one token set of P <= S tokens. Nodes live in *slots* (S of them):
+leaf p starts in slot p, padding slots start inactive. Merging the ordered slot pair (i, j)
+writes the merged node into slot i and deactivates slot j. Every node also has a *tree id*,
+the report's merging-tree index: leaves 0..P-1, and the node created by merge t is P + t.
+``tree`` stores every node ever created by its tree id, which is what the losses, the
+unmerging and the classifier need.
+
+Updates use masks and ``torch.where`` rather than per-row indexing so that rows with
+different P, rows already done and rows whose action is not applied share one kernel launch
+per operation, with no host synchronisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from htm_gym.nets import HTMModel
+
+
+@dataclass(frozen=True)
+class MergeState:
+    tokens: Tensor  # (B, S, T) token units, zeros in padding
+    num_tokens: Tensor  # (B,) long, P per row
+    tree: Tensor  # (B, 2S-1, E) up-tree embeddings by tree id (noise included)
+    slot_node: Tensor  # (B, S) long, tree id held by each slot
+    active: Tensor  # (B, S) bool
+    merges: Tensor  # (B,) long, merges done
+    actions: Tensor  # (B, S-1, 2) long, slot pair (i, j) of merge t, -1 if not done
+    children: Tensor  # (B, S-1, 2) long, tree ids (left, right) of merge t, -1 if not done
+    noise: Tensor  # (B, 2S-1, E) noise added to each node when it is created
+
+    @property
+    def num_slots(self) -> int:
+        return self.slot_node.shape[1]
+
+    def with_rows(self, rows: Tensor, other: MergeState) -> MergeState:
+        """Copy of self with rows ``rows`` (long indices) replaced by ``other``'s rows."""
+        return MergeState(
+            **{
+                f.name: getattr(self, f.name).index_copy(0, rows, getattr(other, f.name))
+                for f in fields(self)
+            }
+        )
+
+
+def lift(model: HTMModel, tokens: Tensor, num_tokens: Tensor, noise: Tensor) -> MergeState:
+    """Embed token sets and start their merge trees.
+
+    tokens: (B, S, T) in token units (padding rows may hold anything finite or NaN);
+    num_tokens: (B,); noise: (B, 2S-1, E), already scaled.
+    """
+    b, s, _ = tokens.shape
+    dev = tokens.device
+    slots = torch.arange(s, device=dev)
+    active = slots[None, :] < num_tokens[:, None]  # (B, S)
+    tokens = torch.where(active[..., None], tokens, torch.zeros((), device=dev))
+    leaves = model.lift(tokens) + noise[:, :s]  # (B, S, E)
+    tree = torch.cat([leaves, torch.zeros_like(noise[:, s:])], dim=1)  # (B, 2S-1, E)
+    tree = tree * _valid_ids(num_tokens, 2 * s - 1, leaves_only=True)[..., None]
+    none = torch.full((b, s - 1, 2), -1, dtype=torch.long, device=dev)
+    return MergeState(
+        tokens=tokens,
+        num_tokens=num_tokens,
+        tree=tree,
+        slot_node=slots.expand(b, s).clone(),
+        active=active,
+        merges=torch.zeros(b, dtype=torch.long, device=dev),
+        actions=none,
+        children=none.clone(),
+        noise=noise,
+    )
+
+
+def _valid_ids(num_tokens: Tensor, size: int, leaves_only: bool = False) -> Tensor:
+    ids = torch.arange(size, device=num_tokens.device)[None, :]
+    limit = num_tokens if leaves_only else 2 * num_tokens - 1
+    return ids < limit[:, None]  # (B, size)
+
+
+def legal_pairs(active: Tensor) -> Tensor:  # (B, S) bool -> (B, S, S) bool
+    """Ordered pairs (i, j) of distinct active slots."""
+    s = active.shape[1]
+    eye = torch.eye(s, dtype=torch.bool, device=active.device)
+    return active[:, :, None] & active[:, None, :] & ~eye
+
+
+def nodes(state: MergeState) -> Tensor:  # -> (B, S, E), zeros in inactive slots
+    """Embedding held by each slot: the observation of the merge state."""
+    e = state.tree.shape[-1]
+    table = state.tree.gather(1, state.slot_node[..., None].expand(-1, -1, e))
+    return table * state.active[..., None]
+
+
+def pair_inputs(state: MergeState, left: Tensor, right: Tensor) -> Tensor:
+    """Concatenated embeddings of slots ``left`` and ``right`` per row: (B, 2E)."""
+    rows = torch.arange(left.shape[0], device=left.device)
+    ids_l, ids_r = state.slot_node[rows, left], state.slot_node[rows, right]
+    return torch.cat([state.tree[rows, ids_l], state.tree[rows, ids_r]], dim=-1)
+
+
+def one_step_loss(model: HTMModel, pair: Tensor, merged: Tensor) -> Tensor:
+    """Report 3.3.1: mean squared error of unmerging ``merged`` back to the stopped ``pair``.
+
+    pair: (..., 2E) inputs of the merge; merged: (..., E) the (noisy) merged node.
+    Returns (...,). Gradients reach the merger and unmerger, not the target.
+    """
+    return (model.unmerger(merged) - pair.detach()).pow(2).mean(-1)
+
+
+def merge(
+    model: HTMModel, state: MergeState, left: Tensor, right: Tensor, apply: Tensor
+) -> tuple[MergeState, Tensor]:
+    """Merge slot ``left`` with slot ``right`` (ordered) in every row where ``apply``.
+
+    left, right: (B,) long slot indices; apply: (B,) bool. The caller guarantees the pair is
+    legal wherever ``apply`` holds. Rows where it does not are returned unchanged.
+    Returns the new state and the one-step loss (B,) (0 where not applied).
+    """
+    b, s = state.slot_node.shape
+    rows = torch.arange(b, device=left.device)
+    pair = pair_inputs(state, left, right)  # (B, 2E)
+    new_id = (state.num_tokens + state.merges).clamp(max=2 * s - 2)  # (B,)
+    merged = model.merger(pair) + state.noise[rows, new_id]  # (B, E)
+    loss = one_step_loss(model, pair, merged) * apply
+
+    new_oh = F.one_hot(new_id, 2 * s - 1).bool() & apply[:, None]  # (B, 2S-1)
+    left_oh = F.one_hot(left, s).bool() & apply[:, None]  # (B, S)
+    right_oh = F.one_hot(right, s).bool() & apply[:, None]
+    step_oh = F.one_hot(state.merges.clamp(max=s - 2), s - 1).bool() & apply[:, None]
+    ids_l = state.slot_node[rows, left]
+    ids_r = state.slot_node[rows, right]
+    new_state = replace(
+        state,
+        tree=torch.where(new_oh[..., None], merged[:, None, :], state.tree),
+        slot_node=torch.where(left_oh, new_id[:, None], state.slot_node),
+        active=state.active & ~right_oh,
+        merges=state.merges + apply.long(),
+        actions=torch.where(
+            step_oh[..., None], torch.stack([left, right], -1)[:, None], state.actions
+        ),
+        children=torch.where(
+            step_oh[..., None], torch.stack([ids_l, ids_r], -1)[:, None], state.children
+        ),
+    )
+    return new_state, loss
+
+
+def unmerge(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) -> Tensor:
+    """Teacher-forced unmerging of the recorded merge tree (report 3.2.4).
+
+    Starts from the nodes still active at the end of merging (the roots) and replays the
+    recorded merges in reverse, each parent decoded into its two children.
+    ``teacher_mix`` = tau blends the decoder's input toward the (stopped) up-tree node:
+    ``(1 - tau) * down + tau * up``; 0 decodes purely from the decoder's own outputs.
+    Returns the down tree (B, 2S-1, E) indexed like ``state.tree``; leaves are ids 0..P-1.
+    """
+    b, s = state.slot_node.shape
+    dev = state.tree.device
+    rows = torch.arange(b, device=dev)
+    roots = torch.zeros(b, 2 * s - 1, dtype=torch.bool, device=dev)
+    roots[rows[:, None], state.slot_node] = state.active  # node ids still active
+    down = state.tree * roots[..., None]
+    up = state.tree.detach()
+    for t in range(s - 2, -1, -1):
+        apply = state.merges > t  # (B,)
+        parent_id = (state.num_tokens + t).clamp(max=2 * s - 2)
+        parent = down[rows, parent_id]
+        if teacher_mix:
+            parent = (1 - teacher_mix) * parent + teacher_mix * up[rows, parent_id]
+        left, right = model.unmerge(parent)  # (B, E) each
+        ids = state.children[:, t].clamp(min=0)  # (B, 2)
+        mask = F.one_hot(ids, 2 * s - 1).bool() & apply[:, None, None]  # (B, 2, 2S-1)
+        down = torch.where(mask[:, 0, :, None], left[:, None], down)
+        down = torch.where(mask[:, 1, :, None], right[:, None], down)
+    return down
+
+
+def reconstruct(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) -> Tensor:
+    """Tokens rebuilt from the roots by teacher-forced unmerging: (B, S, T) in token units."""
+    down = unmerge(model, state, teacher_mix)
+    return model.unlift(down[:, : state.num_slots])
+
+
+def token_mask(state: MergeState) -> Tensor:  # (B, S) bool, real (non-padding) tokens
+    return _valid_ids(state.num_tokens, state.num_slots, leaves_only=True)
+
+
+def node_mask(state: MergeState) -> Tensor:  # (B, 2S-1) bool, tree ids created so far
+    ids = torch.arange(state.tree.shape[1], device=state.tree.device)[None, :]
+    return ids < (state.num_tokens + state.merges)[:, None]

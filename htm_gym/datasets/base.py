@@ -1,0 +1,144 @@
+"""Token-set generators: the shared interface and the padded batch format.
+
+A generator splits sampling into two halves so that a batch of environments can each keep
+their own seeded random stream and still be built in one vectorised call:
+
+* ``draw(rng)`` consumes a fixed amount of randomness from one ``np.random.Generator`` and
+  returns it as a flat float64 vector (cheap: one or two NumPy calls per instance);
+* ``build(draws)`` turns a ``(n, draw_size)`` array of such vectors into token sets, with
+  no randomness of its own.
+
+So ``build(stack([draw(rng_i) for i]))`` gives row ``i`` exactly what a single environment
+seeded like ``rng_i`` would get, which is what makes the native vector env equal to
+``SyncVectorEnv`` over the single env.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Token sets of varying size P, padded to ``max_tokens`` with NaN rows.
+
+    This is the layout of the reference ``.npz`` files: ``tokens`` (n, S, T) float32 and
+    ``num_tokens`` (n,) int64, with rows ``P..S-1`` of instance i all NaN.
+    """
+
+    tokens: np.ndarray  # (n, S, T) float32, NaN-padded
+    num_tokens: np.ndarray  # (n,) int64
+
+    def __len__(self) -> int:
+        return len(self.num_tokens)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """Instance ``i`` without padding, shape (P, T)."""
+        return self.tokens[i, : self.num_tokens[i]]
+
+
+class TokenGenerator(ABC):
+    """Samples token sets and knows their ground-truth hierarchy.
+
+    Subclasses set ``name``, ``token_dim``, ``max_tokens``, ``draw_size`` and the fixed
+    affine map ``(token_loc, token_scale)`` that takes tokens to roughly unit range for the
+    networks (losses are computed there; metrics are reported in token units).
+    """
+
+    name: str
+    token_dim: int
+    max_tokens: int
+    min_tokens: int = 2
+    draw_size: int
+    image_size: float
+    token_loc: float
+    token_scale: float
+
+    @abstractmethod
+    def build(self, draws: np.ndarray) -> TokenBatch:
+        """Deterministically turn (n, draw_size) uniform draws into n token sets."""
+
+    @abstractmethod
+    def constituents(self, num_tokens: int) -> list[tuple[int, ...]]:
+        """Ground-truth constituents (sets of token indices) of an instance with P tokens.
+
+        Both built-in datasets fix the token order, so the hierarchy depends only on P.
+        Every constituent has at least two tokens; the whole set is always included.
+        """
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.random(self.draw_size)
+
+    def sample(self, rng: np.random.Generator, n: int) -> TokenBatch:
+        """``n`` instances, equal to ``n`` sequential single draws from ``rng``."""
+        draws = np.stack([self.draw(rng) for _ in range(n)]) if n else np.zeros((0, self.draw_size))
+        return self.build(draws)
+
+
+def pad_tokens(sets: list[np.ndarray], max_tokens: int, token_dim: int) -> TokenBatch:
+    """Stack variable-size (P, T) arrays into a NaN-padded :class:`TokenBatch`."""
+    tokens = np.full((len(sets), max_tokens, token_dim), np.nan, dtype=np.float32)
+    num = np.zeros(len(sets), dtype=np.int64)
+    for i, s in enumerate(sets):
+        tokens[i, : len(s)] = s
+        num[i] = len(s)
+    return TokenBatch(tokens, num)
+
+
+def validate_tokens(tokens: object, token_dim: int, max_tokens: int) -> np.ndarray:
+    """Check a user-supplied token set and return it as float32 (P, T).
+
+    Raises ``ValueError`` naming the problem: wrong rank, wrong token width, fewer than two
+    or more than ``max_tokens`` tokens, or non-finite values.
+    """
+    arr = np.asarray(tokens, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"tokens must have shape (P, {token_dim}) (one row per token), got rank {arr.ndim} "
+            f"shape {arr.shape}"
+        )
+    if arr.shape[1] != token_dim:
+        raise ValueError(f"tokens must have {token_dim} values per token, got shape {arr.shape}")
+    if not 2 <= arr.shape[0] <= max_tokens:
+        raise ValueError(
+            f"tokens must hold between 2 and {max_tokens} tokens for this env, got P={arr.shape[0]}"
+        )
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"tokens must be finite, found {arr[tuple(bad)]} at index {tuple(bad)}")
+    return arr
+
+
+def load_token_file(path: str) -> TokenBatch:
+    """Load token sets from an ``.npz`` with ``tokens`` (n, S, T) and ``num_tokens`` (n,).
+
+    This is the layout of the reference test sets; padding rows may be NaN or anything.
+    """
+    try:
+        with np.load(path) as data:
+            missing = {"tokens", "num_tokens"} - set(data.files)
+            if missing:
+                raise ValueError(
+                    f"{path}: token file lacks array(s) {sorted(missing)}; it has {data.files}"
+                )
+            tokens = np.asarray(data["tokens"], dtype=np.float32)
+            num = np.asarray(data["num_tokens"], dtype=np.int64)
+    except (OSError, EOFError) as e:  # zipfile errors surface as BadZipFile(OSError subclass)
+        raise ValueError(f"{path}: not a readable .npz token file ({e})") from e
+    if tokens.ndim != 3 or num.shape != tokens.shape[:1]:
+        raise ValueError(
+            f"{path}: expected tokens (n, S, T) and num_tokens (n,), got {tokens.shape} and "
+            f"{num.shape}"
+        )
+    if (num < 2).any() or (num > tokens.shape[1]).any():
+        raise ValueError(f"{path}: num_tokens must lie in [2, {tokens.shape[1]}]")
+    real = np.arange(tokens.shape[1]) < num[:, None]  # (n, S)
+    bad = ~np.isfinite(tokens).all(-1) & real
+    if bad.any():
+        i = int(np.argwhere(bad)[0, 0])
+        raise ValueError(f"{path}: instance {i} has non-finite values among its {num[i]} tokens")
+    tokens[~real] = np.nan
+    return TokenBatch(tokens, num)

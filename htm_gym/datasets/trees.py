@@ -1,0 +1,108 @@
+"""Trees: one complete binary tree per image, tokens are node coordinates."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from htm_gym.datasets.base import TokenBatch, TokenGenerator
+
+VARIANTS: dict[str, dict[str, float]] = {
+    "narrow": {"separation": 25.0, "deviation": -12.5, "factor": 0.15},
+    "wide": {"separation": 45.0, "deviation": 20.0, "factor": 0.5},
+}
+
+
+class TreesGenerator(TokenGenerator):
+    """The original work's trees generator (report section 4.4, reference-data README).
+
+    The root lies uniformly in the central square ``root_box``^2 and points along a uniform
+    integer degree ``a``. A node whose subtree points along ``a`` has its left child at angle
+    ``a + separation/2`` and its right child at ``a - separation/2``, both at distance ``d``;
+    the children's subtrees point along their own angle ``+ deviation`` (left) and
+    ``- deviation`` (right), and ``d`` shrinks by ``factor`` per level from ``distance``.
+    ``deviation = -separation/2`` makes all subtrees parallel (the narrow set).
+    Token order is recursive: ``[node] + [left subtree] + [right subtree]``.
+
+    Arguments:
+        variant: "narrow" (sep 25, dev -12.5, factor 0.15) or "wide" (sep 45, dev 20,
+            factor 0.5); the explicit arguments below override it.
+        height: levels in the tree; P = 2**height - 1.
+        distance: parent-child distance at the first level, in pixels.
+        image_size: side of the square image in pixels.
+        root_box: inclusive-exclusive range of each root coordinate.
+    """
+
+    name = "trees"
+    token_dim = 2
+    draw_size = 3
+
+    def __init__(
+        self,
+        variant: str = "narrow",
+        separation: float | None = None,
+        deviation: float | None = None,
+        factor: float | None = None,
+        height: int = 3,
+        distance: float = 90.0,
+        image_size: float = 256.0,
+        root_box: tuple[float, float] = (96.0, 160.0),
+    ) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        if not 2 <= height <= 8:
+            raise ValueError(f"height must be in [2, 8], got {height}")
+        if distance <= 0 or image_size <= 0 or not root_box[0] < root_box[1]:
+            raise ValueError("distance and image_size must be positive and root_box increasing")
+        v = VARIANTS[variant]
+        self.variant = variant
+        self.separation = v["separation"] if separation is None else float(separation)
+        self.deviation = v["deviation"] if deviation is None else float(deviation)
+        self.factor = v["factor"] if factor is None else float(factor)
+        if not 0 < self.factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {self.factor}")
+        self.height = int(height)
+        self.distance = float(distance)
+        self.image_size = float(image_size)
+        self.root_box = (float(root_box[0]), float(root_box[1]))
+        self.max_tokens = self.min_tokens = 2**self.height - 1
+        self.token_loc = self.image_size / 2
+        self.token_scale = self.image_size / 2
+
+    def build(self, draws: np.ndarray) -> TokenBatch:
+        lo, hi = self.root_box
+        root = lo + draws[:, :2] * (hi - lo)  # (n, 2)
+        angle = np.floor(draws[:, 2] * 360.0)  # (n,) degrees
+        nodes: list[np.ndarray] = []
+        self._subtree(root, angle, self.distance, self.height, nodes)
+        tokens = np.stack(nodes, axis=1).astype(np.float32)  # (n, P, 2)
+        return TokenBatch(tokens, np.full(len(draws), self.max_tokens, dtype=np.int64))
+
+    def _subtree(
+        self, pos: np.ndarray, angle: np.ndarray, dist: float, levels: int, out: list[np.ndarray]
+    ) -> None:
+        out.append(pos)
+        if levels == 1:
+            return
+        for sign in (1.0, -1.0):  # left, then right
+            child_angle = angle + sign * self.separation / 2
+            rad = np.radians(child_angle)
+            child = pos + dist * np.stack([np.cos(rad), np.sin(rad)], axis=-1)
+            self._subtree(
+                child, child_angle + sign * self.deviation, dist * self.factor, levels - 1, out
+            )
+
+    def constituents(self, num_tokens: int) -> list[tuple[int, ...]]:
+        if num_tokens != self.max_tokens:
+            raise ValueError(f"trees of height {self.height} have {self.max_tokens} tokens")
+        out: list[tuple[int, ...]] = []
+
+        def visit(start: int, size: int) -> None:
+            if size == 1:
+                return
+            out.append(tuple(range(start, start + size)))
+            half = (size - 1) // 2
+            visit(start + 1, half)
+            visit(start + 1 + half, half)
+
+        visit(0, num_tokens)
+        return out

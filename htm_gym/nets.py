@@ -1,0 +1,175 @@
+"""HTM networks (report section 3.1): lifter/unlifter, merger/unmerger, classifier, policy.
+
+Small modules in the nanoGPT manner; shapes in comments use B batch, S token slots,
+T token width, E embedding width, H hidden width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class HTMConfig:
+    """Sizes of the HTM networks and the fixed token normalisation.
+
+    ``token_loc``/``token_scale`` map tokens to roughly unit range inside the model, so
+    losses and rewards are in normalised units while everything outside stays in pixels.
+    """
+
+    token_dim: int
+    embed_dim: int = 18
+    hidden_dim: int = 256
+    policy_hidden_dim: int = 256
+    classifier_hidden_dim: int = 256
+    token_loc: float = 0.0
+    token_scale: float = 1.0
+    noise_std: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("token_dim", "embed_dim", "hidden_dim", "policy_hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"HTMConfig.{name} must be a positive integer")
+        if self.classifier_hidden_dim < 1:
+            raise ValueError("HTMConfig.classifier_hidden_dim must be a positive integer")
+        if not self.token_scale > 0:
+            raise ValueError(f"HTMConfig.token_scale must be positive, got {self.token_scale}")
+        if not self.noise_std >= 0:
+            raise ValueError(f"HTMConfig.noise_std must be >= 0, got {self.noise_std}")
+
+
+class MLP(nn.Module):
+    """Three linear layers with ReLU after the first two (report 3.1.2)."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, d_hidden)
+        self.fc2 = nn.Linear(d_hidden, d_hidden)
+        self.fc3 = nn.Linear(d_hidden, d_out)
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., d_in) -> (..., d_out)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class PairScorer(MLP):
+    """Policy network: one logit for an ordered pair ``(a, b)`` of embedded tokens.
+
+    ``forward(cat(a, b))`` is the report's concatenated form. ``all_pairs`` gives the same
+    function on every ordered pair of a node table, splitting the first layer into
+    per-token projections so the (S, S) table costs two (S, E)x(E, H) products instead of
+    S^2 of them.
+    """
+
+    def __init__(self, embed_dim: int, hidden_dim: int) -> None:
+        super().__init__(2 * embed_dim, hidden_dim, 1)
+        self.embed_dim = embed_dim
+
+    def all_pairs(self, nodes: Tensor) -> Tensor:  # (B, S, E) -> (B, S, S)
+        w_a, w_b = self.fc1.weight.split(self.embed_dim, dim=1)  # (H, E) each
+        first = nodes @ w_a.T + self.fc1.bias  # (B, S, H), as the pair's left member
+        second = nodes @ w_b.T  # (B, S, H), as the right member
+        h = torch.relu(first[:, :, None, :] + second[:, None, :, :])  # (B, S, S, H)
+        return self.fc3(torch.relu(self.fc2(h))).squeeze(-1)
+
+
+class HTMModel(nn.Module):
+    """The six HTM networks plus the fixed token normalisation (buffers, so they save)."""
+
+    def __init__(self, config: HTMConfig) -> None:
+        super().__init__()
+        self.config = config
+        e, h = config.embed_dim, config.hidden_dim
+        self.lifter = nn.Linear(config.token_dim, e)
+        self.unlifter = nn.Linear(e, config.token_dim)
+        self.merger = MLP(2 * e, h, e)
+        self.unmerger = MLP(e, h, 2 * e)
+        self.classifier = MLP(e, config.classifier_hidden_dim, 2)  # logits: (leaf, internal)
+        self.policy = PairScorer(e, config.policy_hidden_dim)
+        self.register_buffer("token_loc", torch.tensor(float(config.token_loc)))
+        self.register_buffer("token_scale", torch.tensor(float(config.token_scale)))
+        self.apply(_glorot)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    def normalize(self, tokens: Tensor) -> Tensor:
+        return (tokens - self.token_loc) / self.token_scale
+
+    def denormalize(self, tokens: Tensor) -> Tensor:
+        return tokens * self.token_scale + self.token_loc
+
+    def lift(self, tokens: Tensor) -> Tensor:  # (..., T) in token units -> (..., E)
+        return self.lifter(self.normalize(tokens))
+
+    def unlift(self, nodes: Tensor) -> Tensor:  # (..., E) -> (..., T) in token units
+        return self.denormalize(self.unlifter(nodes))
+
+    def merge(self, left: Tensor, right: Tensor) -> Tensor:  # (B, E), (B, E) -> (B, E)
+        return self.merger(torch.cat([left, right], dim=-1))
+
+    def unmerge(self, parent: Tensor) -> tuple[Tensor, Tensor]:  # (B, E) -> 2 x (B, E)
+        out = self.unmerger(parent)
+        return out[..., : self.embed_dim], out[..., self.embed_dim :]
+
+
+def _glorot(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def make_model(
+    config: HTMConfig, seed: int | None = 0, device: str | torch.device = "cpu"
+) -> HTMModel:
+    """A freshly initialised model; with a seed, the same weights on every machine."""
+    if seed is None:
+        return HTMModel(config).to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = HTMModel(config)
+    return model.to(device)
+
+
+MODEL_KEY = "model"
+
+
+def save_model(model: HTMModel, path: str | Path, **extra: object) -> None:
+    """Write ``{"config", "model", **extra}`` atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"config": asdict(model.config), MODEL_KEY: model.state_dict(), **extra}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint dict, with a clear error when the file is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt or foreign files
+        raise ValueError(
+            f"{path}: not a readable htm-gym checkpoint ({type(e).__name__}: {e})"
+        ) from e
+    if not isinstance(ckpt, dict) or "config" not in ckpt or MODEL_KEY not in ckpt:
+        raise ValueError(
+            f"{path}: not an htm-gym checkpoint (needs 'config' and '{MODEL_KEY}' keys)"
+        )
+    return ckpt
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> HTMModel:
+    ckpt = load_checkpoint(path, map_location)
+    try:
+        model = HTMModel(HTMConfig(**ckpt["config"]))
+        model.load_state_dict(ckpt[MODEL_KEY])
+    except (TypeError, RuntimeError) as e:
+        raise ValueError(f"{path}: checkpoint does not match the HTM model ({e})") from e
+    return model.to(map_location)

@@ -1,0 +1,240 @@
+"""The merge-environment dynamics, batched: written once, used with B=1 and B=num_envs.
+
+:class:`MergeSim` owns a :class:`~htm_gym.core.MergeState` of B rows and applies env
+actions to it: decodes flat actions into slot pairs, handles illegal ones, computes rewards,
+termination and truncation. Sampling of new episodes (per-row seeded NumPy streams) is
+split out into :func:`draw_episode` so the single env and the vector env draw identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from htm_gym import core
+from htm_gym.datasets import TokenGenerator, make_generator, validate_tokens
+from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model
+
+ILLEGAL_MODES = ("penalize", "raise")
+
+
+@dataclass(frozen=True)
+class EnvOptions:
+    """Validated env arguments shared by the single and the vector env."""
+
+    max_merges: int | None
+    illegal_action: str
+    illegal_penalty: float
+    max_episode_steps: int
+
+
+def check_options(
+    max_tokens: int,
+    max_merges: int | None,
+    illegal_action: str,
+    illegal_penalty: float,
+    max_episode_steps: int | None,
+) -> EnvOptions:
+    if max_merges is not None and (not isinstance(max_merges, int) or max_merges < 1):
+        raise ValueError(
+            f"max_merges must be None (merge to the root) or an integer >= 1, got {max_merges!r}"
+        )
+    if illegal_action not in ILLEGAL_MODES:
+        raise ValueError(f"illegal_action must be one of {ILLEGAL_MODES}, got {illegal_action!r}")
+    if not np.isfinite(illegal_penalty) or illegal_penalty < 0:
+        raise ValueError(f"illegal_penalty must be finite and >= 0, got {illegal_penalty!r}")
+    if max_episode_steps is None:
+        max_episode_steps = 4 * max_tokens
+    if not isinstance(max_episode_steps, int) or max_episode_steps < max_tokens - 1:
+        raise ValueError(
+            f"max_episode_steps must be an integer >= max_tokens - 1 = {max_tokens - 1} "
+            f"(else no episode can reach the root), got {max_episode_steps!r}"
+        )
+    return EnvOptions(max_merges, illegal_action, float(illegal_penalty), max_episode_steps)
+
+
+def build_generator(dataset: str | TokenGenerator, dataset_kwargs: dict | None) -> TokenGenerator:
+    if isinstance(dataset, TokenGenerator):
+        if dataset_kwargs:
+            raise ValueError("dataset_kwargs only apply when dataset is given by name")
+        return dataset
+    return make_generator(dataset, **(dataset_kwargs or {}))
+
+
+def build_model(
+    generator: TokenGenerator,
+    model: HTMModel | None,
+    checkpoint: str | Path | None,
+    embed_dim: int | None,
+    hidden_dim: int,
+    noise_std: float,
+    model_seed: int | None,
+    device: str | torch.device,
+) -> HTMModel:
+    """The env's merger/unmerger: the given module, a checkpoint, or a fresh seeded model."""
+    if model is not None and checkpoint is not None:
+        raise ValueError("pass either model or checkpoint, not both")
+    if checkpoint is not None:
+        model = load_model(checkpoint, map_location=device)
+    if model is None:
+        config = HTMConfig(
+            token_dim=generator.token_dim,
+            embed_dim=embed_dim or (18 if generator.name == "crosses" else 7),
+            hidden_dim=hidden_dim,
+            token_loc=generator.token_loc,
+            token_scale=generator.token_scale,
+            noise_std=noise_std,
+        )
+        return make_model(config, seed=model_seed, device=device)
+    if not isinstance(model, HTMModel):
+        raise TypeError(f"model must be an htm_gym.nets.HTMModel, got {type(model).__name__}")
+    if model.config.token_dim != generator.token_dim:
+        raise ValueError(
+            f"model expects {model.config.token_dim}-d tokens, dataset {generator.name!r} has "
+            f"{generator.token_dim}-d tokens"
+        )
+    return model
+
+
+Episode = tuple[np.ndarray | None, np.ndarray, np.ndarray]
+
+
+def draw_episode(
+    generator: TokenGenerator,
+    rng: np.random.Generator,
+    embed_dim: int,
+    tokens: object | None = None,
+) -> Episode:
+    """One episode's randomness from one stream: (generator draw or None, tokens, noise).
+
+    With ``tokens`` given, the generator is skipped and only the noise is drawn.
+    Returns the draw (for batched building), the validated tokens (P, T) when given, and
+    unit Gaussian noise (2S-1, E) for every node the episode can create.
+    """
+    s = generator.max_tokens
+    draw = None if tokens is not None else generator.draw(rng)
+    given = (
+        np.zeros((0, generator.token_dim), np.float32)
+        if tokens is None
+        else validate_tokens(tokens, generator.token_dim, s)
+    )
+    noise = rng.standard_normal((2 * s - 1, embed_dim), dtype=np.float32)
+    return draw, given, noise
+
+
+class MergeSim:
+    """B merge episodes stepped together on one device.
+
+    Actions are flat indices ``a = i * S + j`` for the ordered slot pair (i, j).
+    """
+
+    def __init__(
+        self, model: HTMModel, generator: TokenGenerator, num_envs: int, options: EnvOptions
+    ) -> None:
+        self.model = model
+        self.generator = generator
+        self.options = options
+        self.num_envs = num_envs
+        self.S = generator.max_tokens
+        self.E = model.embed_dim
+        self.device = next(model.parameters()).device
+        self.episode_steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        empty = torch.zeros(num_envs, self.S, generator.token_dim, device=self.device)
+        two = torch.full((num_envs,), 2, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            self.state = core.lift(
+                model,
+                empty,
+                two,
+                self._noise(np.zeros((num_envs, 2 * self.S - 1, self.E), np.float32)),
+            )
+
+    def _noise(self, unit: np.ndarray) -> Tensor:
+        return torch.as_tensor(unit, device=self.device) * self.model.config.noise_std
+
+    # --- spaces ------------------------------------------------------------------------
+    def observation_space(self) -> spaces.Dict:
+        return spaces.Dict(
+            {
+                "nodes": spaces.Box(-np.inf, np.inf, (self.S, self.E), np.float32),
+                "active": spaces.MultiBinary(self.S),
+            }
+        )
+
+    def action_space(self) -> spaces.Discrete:
+        return spaces.Discrete(self.S * self.S)
+
+    # --- dynamics ----------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_rows(self, rows: np.ndarray, episodes: list[Episode]) -> None:
+        """Start the episodes drawn by :func:`draw_episode` in ``rows`` (long indices)."""
+        n = len(rows)
+        zero = np.zeros(self.generator.draw_size)
+        draws = np.stack([zero if d is None else d for d, _, _ in episodes])
+        tokens = self.generator.build(draws)
+        tok, num = tokens.tokens.copy(), tokens.num_tokens.copy()
+        for k, (_, given, _) in enumerate(episodes):
+            if len(given):
+                tok[k] = np.nan
+                tok[k, : len(given)] = given
+                num[k] = len(given)
+        noise = np.stack([e[2] for e in episodes])
+        t = torch.as_tensor(np.nan_to_num(tok), device=self.device)
+        p = torch.as_tensor(num, device=self.device)
+        fresh = core.lift(self.model, t, p, self._noise(noise))
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        self.state = self.state.with_rows(idx, fresh)
+        self.episode_steps[idx] = torch.zeros(n, dtype=torch.long, device=self.device)
+
+    def merge_budget(self) -> Tensor:  # (B,) merges this episode may make
+        full = self.state.num_tokens - 1
+        if self.options.max_merges is None:
+            return full
+        return full.clamp(max=self.options.max_merges)
+
+    def legal(self, actions: Tensor) -> Tensor:  # (B,) long -> (B,) bool
+        i, j = actions // self.S, actions % self.S
+        rows = torch.arange(self.num_envs, device=self.device)
+        return self.state.active[rows, i] & self.state.active[rows, j] & (i != j)
+
+    @torch.no_grad()
+    def step(
+        self, actions: Tensor, apply: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Apply flat actions (B,) in rows where ``apply`` (default: all).
+
+        Returns reward (B,) float32, terminated (B,), truncated (B,), illegal (B,) bools.
+        Illegal actions leave the state unchanged and cost ``illegal_penalty``.
+        """
+        apply = torch.ones_like(actions, dtype=torch.bool) if apply is None else apply
+        legal = self.legal(actions) & apply
+        if self.options.illegal_action == "raise" and bool((apply & ~legal).any()):
+            bad = int(torch.nonzero(apply & ~legal)[0, 0])
+            a = int(actions[bad])
+            raise ValueError(
+                f"illegal action {a} = slot pair ({a // self.S}, {a % self.S}) in env {bad}: "
+                "both slots must be active and distinct (see info['action_mask'])"
+            )
+        self.state, loss = core.merge(
+            self.model, self.state, actions // self.S, actions % self.S, legal
+        )
+        illegal = apply & ~legal
+        reward = torch.where(illegal, -self.options.illegal_penalty, -loss)
+        self.episode_steps += apply.long()
+        terminated = apply & (self.state.merges >= self.state.num_tokens - 1)
+        out_of_budget = self.state.merges >= self.merge_budget()
+        out_of_time = self.episode_steps >= self.options.max_episode_steps
+        truncated = apply & ~terminated & (out_of_budget | out_of_time)
+        return reward.float(), terminated, truncated, illegal
+
+    # --- views -------------------------------------------------------------------------
+    def observation(self) -> dict[str, Tensor]:
+        return {"nodes": core.nodes(self.state), "active": self.state.active.to(torch.int8)}
+
+    def action_mask(self) -> Tensor:  # (B, S*S) int8
+        return core.legal_pairs(self.state.active).reshape(self.num_envs, -1).to(torch.int8)

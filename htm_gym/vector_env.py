@@ -1,0 +1,279 @@
+"""HTMVectorEnv: num_envs merge episodes in one batched core (Gymnasium ``VectorEnv``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from htm_gym.datasets import TokenGenerator
+from htm_gym.env import HTMEnv
+from htm_gym.nets import HTMModel
+from htm_gym.render import render_tokens
+from htm_gym.sim import MergeSim, build_generator, build_model, check_options, draw_episode
+
+ARRAY_TYPES = ("numpy", "torch")
+
+
+class HTMVectorEnv(VectorEnv):
+    """``num_envs`` copies of :class:`~htm_gym.env.HTMEnv` stepped as one batch.
+
+    Same spaces, rewards and episode ends as ``HTMEnv`` (see its docstring), computed by
+    the same :class:`~htm_gym.sim.MergeSim` with B = ``num_envs`` on ``device``. Row i
+    keeps its own NumPy stream seeded like Gymnasium's ``SyncVectorEnv`` seeds sub-env i
+    (``seed + i``), so the same seeds give the same episodes as ``SyncVectorEnv`` over
+    ``HTMEnv`` (up to float rounding of batched matrix products).
+
+    Arguments (beyond ``HTMEnv``'s):
+    - ``autoreset_mode``: ``NEXT_STEP`` (default; the step after an episode ends resets
+      that row, ignores its action and returns reward 0) or ``DISABLED`` (rows that ended
+      must be reset with ``reset(options={"reset_mask": mask})``; for learners that run
+      episodes in lockstep).
+    - ``array_type``: "numpy" (default) or "torch": observations, rewards, flags and
+      ``info["action_mask"]`` as tensors on ``device``, with no host copies.
+
+    Reset options: ``reset_mask`` (bool (num_envs,)), and ``tokens``: a sequence of
+    ``num_envs`` token arrays (P_i, T), or one (num_envs, S, T) array with ``num_tokens``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int,
+        dataset: str | TokenGenerator = "crosses",
+        dataset_kwargs: dict[str, Any] | None = None,
+        model: HTMModel | None = None,
+        checkpoint: str | Path | None = None,
+        embed_dim: int | None = None,
+        hidden_dim: int = 256,
+        noise_std: float = 0.01,
+        model_seed: int | None = 0,
+        max_merges: int | None = None,
+        illegal_action: str = "penalize",
+        illegal_penalty: float = 1.0,
+        max_episode_steps: int | None = None,
+        device: str | torch.device = "cpu",
+        render_mode: str | None = None,
+        render_tree: bool = True,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        array_type: str = "numpy",
+    ) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        mode = AutoresetMode(autoreset_mode)
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
+            raise ValueError(f"autoreset_mode must be NEXT_STEP or DISABLED, got {mode}")
+        if array_type not in ARRAY_TYPES:
+            raise ValueError(f"array_type must be one of {ARRAY_TYPES}, got {array_type!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.generator = build_generator(dataset, dataset_kwargs)
+        model = build_model(
+            self.generator, model, checkpoint, embed_dim, hidden_dim, noise_std, model_seed, device
+        )
+        options = check_options(
+            self.generator.max_tokens,
+            max_merges,
+            illegal_action,
+            illegal_penalty,
+            max_episode_steps,
+        )
+        self.sim = MergeSim(model, self.generator, num_envs, options)
+        self.num_envs = num_envs
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
+        self.autoreset_mode = mode
+        self.array_type = array_type
+        self.render_mode = render_mode
+        self.render_tree = render_tree
+        self.single_observation_space = self.sim.observation_space()
+        self.single_action_space = self.sim.action_space()
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._rngs: list[np.random.Generator] = []
+        self._needs_reset = np.ones(num_envs, dtype=bool)  # ended, awaiting (auto)reset
+
+    @property
+    def model(self) -> HTMModel:
+        return self.sim.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.sim.device
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        options = dict(options or {})
+        mask = self._reset_mask(options.pop("reset_mask", None))
+        given = self._given_tokens(options.pop("tokens", None), options.pop("num_tokens", None))
+        if options:
+            raise ValueError(f"unknown reset option(s) {sorted(options)}")
+        self._seed(seed)
+        rows = np.flatnonzero(mask)
+        episodes = [
+            draw_episode(
+                self.generator, self._rngs[i], self.sim.E, None if given is None else given[i]
+            )
+            for i in rows
+        ]
+        self.sim.reset_rows(rows, episodes)
+        self._needs_reset[rows] = False
+        illegal = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return self._obs(), self._infos(illegal, mask)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        acts = self._check_actions(actions)
+        resetting = self._needs_reset.copy()
+        if self.autoreset_mode == AutoresetMode.DISABLED and resetting.any():
+            raise RuntimeError(
+                f"envs {np.flatnonzero(resetting).tolist()} have ended; with autoreset DISABLED "
+                "reset them first with reset(options={'reset_mask': mask})"
+            )
+        apply = torch.as_tensor(~resetting, device=self.device)
+        reward, term, trunc, illegal = self.sim.step(acts, apply)
+        rows = np.flatnonzero(resetting)
+        if len(rows):
+            eps = [draw_episode(self.generator, self._rngs[i], self.sim.E) for i in rows]
+            self.sim.reset_rows(rows, eps)
+        self._needs_reset = (term | trunc).cpu().numpy()
+        everyone = np.ones(self.num_envs, dtype=bool)
+        if self.array_type == "torch":
+            return self._obs(), reward, term, trunc, self._infos(illegal, everyone)
+        return (
+            self._obs(),
+            reward.double().cpu().numpy(),
+            term.cpu().numpy(),
+            trunc.cpu().numpy(),
+            self._infos(illegal, everyone),
+        )
+
+    def action_masks(self) -> np.ndarray:
+        """Legal actions, bool (num_envs, S*S) (sb3-contrib's convention)."""
+        return self.sim.action_mask().cpu().numpy().astype(bool)
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        if self.render_mode is None:
+            return None
+        state = self.sim.state
+        frames = []
+        for i in range(self.num_envs):
+            p, m = int(state.num_tokens[i]), int(state.merges[i])
+            children = state.children[i, :m].cpu().numpy() if self.render_tree else None
+            tokens = state.tokens[i, :p].cpu().numpy()
+            frames.append(render_tokens(tokens, self.generator.image_size, None, children))
+        return tuple(frames)
+
+    # --- helpers -----------------------------------------------------------------------
+    def _seed(self, seed: int | list[int | None] | None) -> None:
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(
+                    f"seed list must have num_envs={self.num_envs} entries, got {len(seeds)}"
+                )
+        if not self._rngs:
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+            return
+        for i, s in enumerate(seeds):
+            if s is not None:
+                self._rngs[i] = seeding.np_random(s)[0]
+
+    def _reset_mask(self, mask: Any) -> np.ndarray:
+        if mask is None:
+            return np.ones(self.num_envs, dtype=bool)
+        if (
+            not isinstance(mask, np.ndarray)
+            or mask.dtype != np.bool_
+            or mask.shape != (self.num_envs,)
+        ):
+            raise ValueError(
+                f"options['reset_mask'] must be a bool numpy array of shape ({self.num_envs},)"
+            )
+        if not mask.any():
+            raise ValueError("options['reset_mask'] must select at least one env")
+        return mask
+
+    def _given_tokens(self, tokens: Any, num_tokens: Any) -> list[np.ndarray] | None:
+        if tokens is None:
+            return None
+        if num_tokens is not None:
+            arr = np.asarray(tokens)
+            num = np.asarray(num_tokens)
+            if arr.ndim != 3 or num.shape != (len(arr),):
+                raise ValueError(
+                    "options 'tokens' with 'num_tokens' must be (num_envs, S, T) and (num_envs,)"
+                )
+            tokens = [arr[i, : int(num[i])] for i in range(len(arr))]
+        if len(tokens) != self.num_envs:
+            raise ValueError(
+                f"options['tokens'] must hold {self.num_envs} token sets (one per env), "
+                f"got {len(tokens)}"
+            )
+        return list(tokens)
+
+    def _check_actions(self, actions: Any) -> torch.Tensor:
+        n = self.single_action_space.n
+        if isinstance(actions, torch.Tensor):
+            acts = actions.to(self.device)
+        else:
+            arr = np.asarray(actions)
+            if not np.issubdtype(arr.dtype, np.integer):
+                raise ValueError(f"actions must be integers, got dtype {arr.dtype}")
+            acts = torch.as_tensor(arr, device=self.device)
+        if acts.shape != (self.num_envs,) or acts.dtype.is_floating_point:
+            raise ValueError(
+                f"actions must be {self.num_envs} integers, got shape {tuple(acts.shape)}"
+            )
+        acts = acts.long()
+        bad = (acts < 0) | (acts >= n)
+        if bool(bad.any()):
+            i = int(torch.nonzero(bad)[0, 0])
+            raise ValueError(
+                f"action {int(acts[i])} of env {i} is outside the action space Discrete({n})"
+            )
+        return acts
+
+    def _obs(self) -> dict[str, Any]:
+        obs = self.sim.observation()
+        if self.array_type == "torch":
+            return obs
+        return {k: v.cpu().numpy() for k, v in obs.items()}
+
+    def _infos(self, illegal: torch.Tensor, present: np.ndarray) -> dict[str, Any]:
+        """Infos shaped as SyncVectorEnv would aggregate HTMEnv's (values + ``_key`` masks)."""
+        state = self.sim.state
+        values = {
+            "action_mask": self.sim.action_mask(),
+            "num_tokens": state.num_tokens,
+            "merges": state.merges,
+            "illegal_action": illegal,
+        }
+        infos: dict[str, Any] = {}
+        for key, value in values.items():
+            if self.array_type == "numpy":
+                value = value.cpu().numpy()
+                if not present.all():  # SyncVectorEnv leaves absent rows at zero
+                    value = np.where(present.reshape(-1, *[1] * (value.ndim - 1)), value, 0).astype(
+                        value.dtype
+                    )
+            infos[key] = value
+            infos[f"_{key}"] = present.copy()
+        return infos
+
+
+def make_sync_reference(num_envs: int, **kwargs: Any):
+    """``SyncVectorEnv`` over ``HTMEnv`` with the same arguments (tests and benchmarks)."""
+    from gymnasium.vector import SyncVectorEnv
+
+    mode = kwargs.pop("autoreset_mode", AutoresetMode.NEXT_STEP)
+    return SyncVectorEnv([lambda: HTMEnv(**kwargs) for _ in range(num_envs)], autoreset_mode=mode)
