@@ -167,8 +167,11 @@ def unmerge(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) -> Ten
     b, s = state.slot_node.shape
     dev = state.tree.device
     rows = torch.arange(b, device=dev)
-    roots = torch.zeros(b, 2 * s - 1, dtype=torch.bool, device=dev)
-    roots[rows[:, None], state.slot_node] = state.active  # node ids still active
+    # Node ids still active at the end. Inactive padding slots can hold the same id as an
+    # active slot, so reduce with max rather than assign (duplicate writes are unordered).
+    roots = torch.zeros(b, 2 * s - 1, device=dev).scatter_reduce(
+        1, state.slot_node, state.active.float(), reduce="amax"
+    )
     down = state.tree * roots[..., None]
     up = state.tree.detach()
     for t in range(s - 2, -1, -1):

@@ -55,7 +55,7 @@ class HTMEnv(gym.Env):
     ## Episode End
     ``terminated`` when one active node (the root) remains, after P - 1 merges.
     ``truncated`` when ``max_merges`` < P - 1 merges have been made (curriculum stages), or
-    after ``max_episode_steps`` steps counting illegal ones (default 4 S).
+    after ``step_limit`` steps counting illegal ones (default 4 S).
 
     ## Arguments
     - ``dataset``: "crosses", "trees" or a :class:`~htm_gym.datasets.TokenGenerator`;
@@ -64,7 +64,7 @@ class HTMEnv(gym.Env):
     - ``model`` (an :class:`~htm_gym.nets.HTMModel`, shared, not copied) or ``checkpoint``
       (a path); otherwise a fresh model from ``model_seed`` with ``embed_dim`` (18 for
       crosses, 7 for trees), ``hidden_dim`` and ``noise_std``.
-    - ``max_merges``, ``illegal_action``, ``illegal_penalty``, ``max_episode_steps``: above.
+    - ``max_merges``, ``illegal_action``, ``illegal_penalty``, ``step_limit``: above.
     - ``device``: torch device of the model's computation; observations are NumPy.
     - ``render_mode="rgb_array"``: ``render()`` draws the tokens coloured by current
       cluster, with the merge tree's steps as dashed lines when ``render_tree``.
@@ -85,7 +85,7 @@ class HTMEnv(gym.Env):
         max_merges: int | None = None,
         illegal_action: str = "penalize",
         illegal_penalty: float = 1.0,
-        max_episode_steps: int | None = None,
+        step_limit: int | None = None,
         device: str | torch.device = "cpu",
         render_mode: str | None = None,
         render_tree: bool = True,
@@ -101,7 +101,7 @@ class HTMEnv(gym.Env):
             max_merges,
             illegal_action,
             illegal_penalty,
-            max_episode_steps,
+            step_limit,
         )
         self.sim = MergeSim(model, self.generator, 1, options)
         self.observation_space = self.sim.observation_space()

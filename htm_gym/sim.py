@@ -21,6 +21,9 @@ from htm_gym.datasets import TokenGenerator, make_generator, validate_tokens
 from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model
 
 ILLEGAL_MODES = ("penalize", "raise")
+# The report's choices (sections 5.1, 5.2): a cross compresses to 6 numbers, three of them
+# concatenated give 18; a narrow-tree node needs 3 positions plus a level flag, 7.
+DEFAULT_EMBED_DIM = {"crosses": 18, "trees": 7}
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class EnvOptions:
     max_merges: int | None
     illegal_action: str
     illegal_penalty: float
-    max_episode_steps: int
+    step_limit: int
 
 
 def check_options(
@@ -38,7 +41,7 @@ def check_options(
     max_merges: int | None,
     illegal_action: str,
     illegal_penalty: float,
-    max_episode_steps: int | None,
+    step_limit: int | None,
 ) -> EnvOptions:
     if max_merges is not None and (not isinstance(max_merges, int) or max_merges < 1):
         raise ValueError(
@@ -48,14 +51,14 @@ def check_options(
         raise ValueError(f"illegal_action must be one of {ILLEGAL_MODES}, got {illegal_action!r}")
     if not np.isfinite(illegal_penalty) or illegal_penalty < 0:
         raise ValueError(f"illegal_penalty must be finite and >= 0, got {illegal_penalty!r}")
-    if max_episode_steps is None:
-        max_episode_steps = 4 * max_tokens
-    if not isinstance(max_episode_steps, int) or max_episode_steps < max_tokens - 1:
+    if step_limit is None:
+        step_limit = 4 * max_tokens
+    if not isinstance(step_limit, int) or step_limit < max_tokens - 1:
         raise ValueError(
-            f"max_episode_steps must be an integer >= max_tokens - 1 = {max_tokens - 1} "
-            f"(else no episode can reach the root), got {max_episode_steps!r}"
+            f"step_limit must be an integer >= max_tokens - 1 = {max_tokens - 1} "
+            f"(else no episode can reach the root), got {step_limit!r}"
         )
-    return EnvOptions(max_merges, illegal_action, float(illegal_penalty), max_episode_steps)
+    return EnvOptions(max_merges, illegal_action, float(illegal_penalty), step_limit)
 
 
 def build_generator(dataset: str | TokenGenerator, dataset_kwargs: dict | None) -> TokenGenerator:
@@ -84,7 +87,7 @@ def build_model(
     if model is None:
         config = HTMConfig(
             token_dim=generator.token_dim,
-            embed_dim=embed_dim or (18 if generator.name == "crosses" else 7),
+            embed_dim=DEFAULT_EMBED_DIM.get(generator.name, 16) if embed_dim is None else embed_dim,
             hidden_dim=hidden_dim,
             token_loc=generator.token_loc,
             token_scale=generator.token_scale,
@@ -228,7 +231,7 @@ class MergeSim:
         self.episode_steps += apply.long()
         terminated = apply & (self.state.merges >= self.state.num_tokens - 1)
         out_of_budget = self.state.merges >= self.merge_budget()
-        out_of_time = self.episode_steps >= self.options.max_episode_steps
+        out_of_time = self.episode_steps >= self.options.step_limit
         truncated = apply & ~terminated & (out_of_budget | out_of_time)
         return reward.float(), terminated, truncated, illegal
 

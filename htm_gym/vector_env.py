@@ -57,7 +57,7 @@ class HTMVectorEnv(VectorEnv):
         max_merges: int | None = None,
         illegal_action: str = "penalize",
         illegal_penalty: float = 1.0,
-        max_episode_steps: int | None = None,
+        step_limit: int | None = None,
         device: str | torch.device = "cpu",
         render_mode: str | None = None,
         render_tree: bool = True,
@@ -66,7 +66,7 @@ class HTMVectorEnv(VectorEnv):
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        mode = AutoresetMode(autoreset_mode)
+        mode = _autoreset_mode(autoreset_mode)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
             raise ValueError(f"autoreset_mode must be NEXT_STEP or DISABLED, got {mode}")
         if array_type not in ARRAY_TYPES:
@@ -82,7 +82,7 @@ class HTMVectorEnv(VectorEnv):
             max_merges,
             illegal_action,
             illegal_penalty,
-            max_episode_steps,
+            step_limit,
         )
         self.sim = MergeSim(model, self.generator, num_envs, options)
         self.num_envs = num_envs
@@ -271,9 +271,19 @@ class HTMVectorEnv(VectorEnv):
         return infos
 
 
+def _autoreset_mode(mode: str | AutoresetMode) -> AutoresetMode:
+    """Accept the enum, its value ("NextStep") or its name in any case ("disabled")."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    for m in AutoresetMode:
+        if str(mode).lower() in (m.value.lower(), m.name.lower()):
+            return m
+    raise ValueError(f"autoreset_mode must be NEXT_STEP or DISABLED, got {mode!r}")
+
+
 def make_sync_reference(num_envs: int, **kwargs: Any):
     """``SyncVectorEnv`` over ``HTMEnv`` with the same arguments (tests and benchmarks)."""
     from gymnasium.vector import SyncVectorEnv
 
-    mode = kwargs.pop("autoreset_mode", AutoresetMode.NEXT_STEP)
+    mode = _autoreset_mode(kwargs.pop("autoreset_mode", AutoresetMode.NEXT_STEP))
     return SyncVectorEnv([lambda: HTMEnv(**kwargs) for _ in range(num_envs)], autoreset_mode=mode)

@@ -118,16 +118,17 @@ def load_token_file(path: str) -> TokenBatch:
     This is the layout of the reference test sets; padding rows may be NaN or anything.
     """
     try:
-        with np.load(path) as data:
-            missing = {"tokens", "num_tokens"} - set(data.files)
-            if missing:
-                raise ValueError(
-                    f"{path}: token file lacks array(s) {sorted(missing)}; it has {data.files}"
-                )
-            tokens = np.asarray(data["tokens"], dtype=np.float32)
-            num = np.asarray(data["num_tokens"], dtype=np.int64)
-    except (OSError, EOFError) as e:  # zipfile errors surface as BadZipFile(OSError subclass)
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, EOFError, ValueError) as e:  # missing, truncated, not npz, pickled
         raise ValueError(f"{path}: not a readable .npz token file ({e})") from e
+    missing = {"tokens", "num_tokens"} - set(arrays)
+    if missing:
+        raise ValueError(
+            f"{path}: token file lacks array(s) {sorted(missing)}; has {sorted(arrays)}"
+        )
+    tokens = arrays["tokens"].astype(np.float32)
+    num = arrays["num_tokens"].astype(np.int64)
     if tokens.ndim != 3 or num.shape != tokens.shape[:1]:
         raise ValueError(
             f"{path}: expected tokens (n, S, T) and num_tokens (n,), got {tokens.shape} and "

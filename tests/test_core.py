@@ -1,0 +1,155 @@
+"""Invariants of the batched merge tree and of the networks it runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from htm_gym import core
+from htm_gym.datasets import CrossesGenerator
+from htm_gym.nets import HTMConfig, PairScorer, load_model, make_model, save_model
+
+
+def _model(embed_dim=6, seed=0):
+    cfg = HTMConfig(token_dim=4, embed_dim=embed_dim, hidden_dim=16, token_loc=64, token_scale=64)
+    return make_model(cfg, seed=seed)
+
+
+def _batch(n=8, seed=0):
+    b = CrossesGenerator().sample(np.random.default_rng(seed), n)
+    tokens = torch.as_tensor(np.nan_to_num(b.tokens))
+    return tokens, torch.as_tensor(b.num_tokens)
+
+
+def _random_rollout(model, tokens, num, seed=0, grad=False):
+    gen = torch.Generator().manual_seed(seed)
+    s = tokens.shape[1]
+    noise = 0.01 * torch.randn(tokens.shape[0], 2 * s - 1, model.embed_dim, generator=gen)
+    state = core.lift(model, tokens, num, noise)
+    losses = []
+    for _ in range(s - 1):
+        legal = core.legal_pairs(state.active).flatten(1)  # (B, S*S)
+        apply = legal.any(1)
+        scores = torch.rand(legal.shape, generator=gen).masked_fill(~legal, -1)
+        a = scores.argmax(1)
+        before = state.active.sum(1)
+        state, loss = core.merge(model, state, a // s, a % s, apply)
+        assert torch.equal(state.active.sum(1), before - apply.long()), "one token per merge"
+        losses.append(loss)
+    return state, torch.stack(losses, 1)
+
+
+def test_merge_invariants_and_root():
+    model = _model()
+    tokens, num = _batch(16)
+    with torch.no_grad():
+        state, losses = _random_rollout(model, tokens, num)
+    assert torch.equal(state.merges, num - 1), "root after P-1 merges"
+    assert (state.active.sum(1) == 1).all()
+    root_ids = state.slot_node[state.active]
+    assert torch.equal(root_ids, 2 * num - 2), "the root is the last node created"
+    # each child is used once, every node but the root is a child
+    for b in range(len(num)):
+        kids = state.children[b, : num[b] - 1].flatten().tolist()
+        assert sorted(kids) == list(range(2 * int(num[b]) - 2))
+    assert (losses >= 0).all() and torch.isfinite(losses).all()
+    assert (losses[torch.arange(losses.shape[1]) >= (num - 1)[:, None]] == 0).all()
+
+
+def test_reconstruct_shape_and_gradients():
+    model = _model()
+    tokens, num = _batch(8)
+    state, losses = _random_rollout(model, tokens, num)
+    rec = core.reconstruct(model, state)
+    assert rec.shape == tokens.shape
+    loss = (rec - tokens).pow(2)[core.token_mask(state)].mean() + losses.sum()
+    loss.backward()
+    for name in ("lifter", "merger", "unmerger", "unlifter"):
+        grads = [p.grad for p in getattr(model, name).parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def test_mixed_batch_rows_are_independent():
+    """A padded batch of mixed P gives each row what it gets alone."""
+    model = _model()
+    tokens, num = _batch(6, seed=4)
+    with torch.no_grad():
+        state, losses = _random_rollout(model, tokens, num, seed=1)
+        rec = core.reconstruct(model, state)
+        for b in range(len(num)):
+            p = int(num[b])
+            alone = core.lift(
+                model, tokens[b : b + 1, :p], num[b : b + 1], state.noise[b : b + 1, : 2 * p - 1]
+            )
+            for t in range(p - 1):
+                i, j = state.actions[b, t]
+                alone, loss = core.merge(
+                    model, alone, i[None], j[None], torch.ones(1, dtype=torch.bool)
+                )
+                assert torch.allclose(loss[0], losses[b, t], atol=1e-6)
+            assert torch.allclose(core.reconstruct(model, alone)[0], rec[b, :p], atol=1e-4)
+
+
+def test_teacher_forced_unmerge_uses_recorded_children():
+    """With a perfect decoder stand-in, unmerging returns the up tree exactly."""
+    model = _model()
+    tokens, num = _batch(4)
+    with torch.no_grad():
+        state, _ = _random_rollout(model, tokens, num)
+        down = core.unmerge(model, state, teacher_mix=1.0)
+        # with tau = 1 every decoder input is the up-tree node: children come from it
+        for b in range(len(num)):
+            for t in range(int(num[b]) - 1):
+                parent = state.tree[b, num[b] + t]
+                left, right = model.unmerge(parent[None])
+                l_id, r_id = state.children[b, t]
+                assert torch.allclose(down[b, l_id], left[0], atol=1e-5)
+                assert torch.allclose(down[b, r_id], right[0], atol=1e-5)
+
+
+def test_one_step_loss_by_hand():
+    model = _model(embed_dim=2)
+    pair = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    merged = model.merger(pair)
+    expected = ((model.unmerger(merged) - pair) ** 2).sum() / 4
+    assert torch.allclose(core.one_step_loss(model, pair, merged)[0], expected)
+
+
+def test_pair_scorer_factorised_equals_concatenated():
+    scorer = PairScorer(5, 32)
+    nodes = torch.randn(3, 4, 5)
+    table = scorer.all_pairs(nodes)
+    direct = scorer(
+        torch.cat(
+            [nodes[:, :, None].expand(-1, -1, 4, -1), nodes[:, None].expand(-1, 4, -1, -1)], -1
+        )
+    ).squeeze(-1)
+    assert torch.allclose(table, direct, atol=1e-5)
+
+
+def test_save_load_round_trip(tmp_path):
+    model = _model(seed=3)
+    path = tmp_path / "m.pt"
+    save_model(model, path)
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_model(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.pt")
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not an htm-gym checkpoint"):
+        load_model(tmp_path / "foreign.pt")
+
+
+def test_seeded_models_identical_and_config_checked():
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(_model(seed=5).parameters(), _model(seed=5).parameters(), strict=True)
+    )
+    with pytest.raises(ValueError, match="token_scale"):
+        HTMConfig(token_dim=4, token_scale=0)
