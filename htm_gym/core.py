@@ -201,3 +201,34 @@ def token_mask(state: MergeState) -> Tensor:  # (B, S) bool, real (non-padding) 
 def node_mask(state: MergeState) -> Tensor:  # (B, 2S-1) bool, tree ids created so far
     ids = torch.arange(state.tree.shape[1], device=state.tree.device)[None, :]
     return ids < (state.num_tokens + state.merges)[:, None]
+
+
+def replay(
+    model: HTMModel,
+    tokens: Tensor,
+    num_tokens: Tensor,
+    noise: Tensor,
+    actions: Tensor,
+    lengths: Tensor,
+    before_merge=None,
+) -> tuple[MergeState, Tensor]:
+    """Re-run recorded episodes: lift, then merge flat ``actions[:, t]`` where ``t < lengths``.
+
+    ``before_merge(state, t, apply)``, if given, is called on each pre-merge state (how a
+    learner scores the actions it took). Differentiable; returns the final state and the
+    one-step losses (B, S-1), 0 past each episode's end.
+    """
+    state = lift(model, tokens, num_tokens, noise)
+    s = state.num_slots
+    losses = []
+    for t in range(s - 1):
+        apply = lengths > t
+        if not bool(apply.any()):
+            break
+        if before_merge is not None:
+            before_merge(state, t, apply)
+        a = actions[:, t].clamp(min=0)
+        state, loss = merge(model, state, a // s, a % s, apply)
+        losses.append(loss)
+    pad = tokens.new_zeros(tokens.shape[0], s - 1 - len(losses))
+    return state, torch.cat([torch.stack(losses, 1), pad], 1) if losses else pad

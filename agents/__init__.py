@@ -1,0 +1,7 @@
+"""Policy learners for HTM environments and the interface they share."""
+
+from agents.base import EpisodeBatch, Learner
+from agents.random_agent import RandomAgent
+from agents.rollout import EpisodeCollector
+
+__all__ = ["EpisodeBatch", "EpisodeCollector", "Learner", "RandomAgent"]

@@ -1,0 +1,64 @@
+"""The learner interface: what a policy learner implements to act in HTM envs and be trained
+by our scripts (``train/reinforce.py --agent module:Class``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """N finished merge episodes, enough to replay them exactly through ``htm_gym.core``.
+
+    Replaying means: ``core.lift(model, tokens, num_tokens, noise)`` then, for each step t,
+    ``core.merge`` the slot pair of ``actions[:, t]`` in rows where ``t < lengths``. With
+    the same model this reproduces the env's states and rewards; with gradients enabled it
+    is how a learner co-trains the merger/unmerger from the episodes it acted in.
+    """
+
+    tokens: Tensor  # (N, S, T) token units, zeros in padding
+    num_tokens: Tensor  # (N,) long
+    noise: Tensor  # (N, 2S-1, E) the noise the env added to each node
+    actions: Tensor  # (N, S-1) long flat actions of the merges made, -1 after the end
+    rewards: Tensor  # (N, S-1) float, the env's rewards for those merges, 0 after the end
+    lengths: Tensor  # (N,) long, merges made
+    terminated: Tensor  # (N,) bool, reached the root (else truncated by a budget)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @staticmethod
+    def cat(batches: list[EpisodeBatch]) -> EpisodeBatch:
+        return EpisodeBatch(
+            **{
+                f.name: torch.cat([getattr(b, f.name) for b in batches])
+                for f in fields(EpisodeBatch)
+            }
+        )
+
+    def returns(self) -> Tensor:  # (N,)
+        return self.rewards.sum(1)
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """A policy learner for HTM envs.
+
+    ``act`` sees batched observations as torch tensors (the native vector env with
+    ``array_type="torch"``) and must return legal actions for rows whose mask has any legal
+    entry (rows without one are being reset; their action is ignored). ``update`` learns
+    from finished episodes and returns scalars to log (names become TensorBoard tags under
+    ``learner/``). ``state_dict``/``load_state_dict`` make checkpoints and resuming work.
+    """
+
+    def act(self, obs: dict[str, Tensor], action_mask: Tensor) -> Tensor: ...
+
+    def update(self, episodes: EpisodeBatch) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

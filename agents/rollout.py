@@ -1,0 +1,80 @@
+"""Collecting finished episodes from the native vector env, with no per-row Python loops."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from agents.base import EpisodeBatch, Learner
+from htm_gym.vector_env import HTMVectorEnv
+
+
+class EpisodeCollector:
+    """Steps an ``HTMVectorEnv`` (NEXT_STEP autoreset, ``array_type="torch"``) with a learner
+    and returns the episodes that finished. Episodes still running when ``collect`` returns
+    carry over into the next call, so no env step is wasted."""
+
+    def __init__(self, venv: HTMVectorEnv, seed: int | None = None) -> None:
+        if venv.array_type != "torch":
+            raise ValueError("EpisodeCollector needs HTMVectorEnv(array_type='torch')")
+        if venv.autoreset_mode.name != "NEXT_STEP":
+            raise ValueError("EpisodeCollector needs autoreset_mode NEXT_STEP")
+        self.venv = venv
+        b, s, dev = venv.num_envs, venv.sim.S, venv.device
+        self.obs, self.info = venv.reset(seed=seed)
+        st = venv.sim.state
+        self.tokens, self.num_tokens, self.noise = st.tokens, st.num_tokens, st.noise
+        self.actions = torch.full((b, s - 1), -1, dtype=torch.long, device=dev)
+        self.rewards = torch.zeros(b, s - 1, device=dev)
+        self.lengths = torch.zeros(b, dtype=torch.long, device=dev)
+        self.env_steps = 0
+
+    def _snapshot(self, rows: Tensor) -> None:
+        """Remember the start of the episodes now beginning in ``rows`` (B,) bool."""
+        st = self.venv.sim.state
+        r = rows[:, None]
+        self.tokens = torch.where(r[..., None], st.tokens, self.tokens)
+        self.num_tokens = torch.where(rows, st.num_tokens, self.num_tokens)
+        self.noise = torch.where(r[..., None], st.noise, self.noise)
+
+    @torch.no_grad()
+    def collect(self, learner: Learner, min_episodes: int) -> EpisodeBatch:
+        """Step until at least ``min_episodes`` episodes have finished; return them all."""
+        done: list[EpisodeBatch] = []
+        count = 0
+        s = self.venv.sim.S
+        while count < min_episodes:
+            mask = self.info["action_mask"]
+            acting = mask.any(1)  # rows not being autoreset this step
+            actions = learner.act(self.obs, mask)
+            self.obs, reward, term, trunc, self.info = self.venv.step(actions)
+            self.env_steps += int(acting.sum())
+            merged = acting & ~self.info["illegal_action"]
+            step_oh = torch.nn.functional.one_hot(self.lengths.clamp(max=s - 2), s - 1).bool()
+            step_oh &= merged[:, None]
+            self.actions = torch.where(step_oh, actions[:, None], self.actions)
+            self.rewards = torch.where(step_oh, reward[:, None], self.rewards)
+            self.lengths += merged.long()
+            ended = term | trunc
+            if bool(ended.any()):
+                idx = ended.nonzero().squeeze(1)
+                done.append(self._take(idx, term[idx]))
+                count += len(idx)
+            restarted = ~acting  # rows reset by this step start a new episode
+            if bool(restarted.any()):
+                self._snapshot(restarted)
+                self.actions[restarted] = -1
+                self.rewards[restarted] = 0.0
+                self.lengths[restarted] = 0
+        return EpisodeBatch.cat(done)
+
+    def _take(self, idx: Tensor, terminated: Tensor) -> EpisodeBatch:
+        return EpisodeBatch(
+            tokens=self.tokens[idx],
+            num_tokens=self.num_tokens[idx],
+            noise=self.noise[idx],
+            actions=self.actions[idx],
+            rewards=self.rewards[idx],
+            lengths=self.lengths[idx],
+            terminated=terminated,
+        )

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import torch
+
+from agents import EpisodeCollector, Learner, RandomAgent
+from htm_gym import HTMVectorEnv, core
+
+
+def test_random_agent_is_a_learner_and_acts_legally():
+    agent = RandomAgent(seed=0)
+    assert isinstance(agent, Learner)
+    mask = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.int8)
+    for _ in range(20):
+        a = agent.act({}, mask)
+        assert a[0] in (1, 2) and a[1] == 0
+    state = agent.state_dict()
+    first = agent.act({}, mask)
+    agent.load_state_dict(state)
+    assert torch.equal(agent.act({}, mask), first)
+
+
+def test_collected_episodes_replay_to_the_env_rewards():
+    venv = HTMVectorEnv(8, array_type="torch", hidden_dim=32)
+    collector = EpisodeCollector(venv, seed=0)
+    episodes = collector.collect(RandomAgent(seed=1), min_episodes=20)
+    assert len(episodes) >= 20
+    assert episodes.terminated.all() and torch.equal(episodes.lengths, episodes.num_tokens - 1)
+    with torch.no_grad():
+        state, losses = core.replay(
+            venv.model,
+            episodes.tokens,
+            episodes.num_tokens,
+            episodes.noise,
+            episodes.actions,
+            episodes.lengths,
+        )
+    assert torch.allclose(-losses, episodes.rewards, atol=1e-5)
+    assert (state.active.sum(1) == 1).all()
+    # the next collection continues the running episodes: no env step is lost
+    more = collector.collect(RandomAgent(seed=2), min_episodes=5)
+    assert len(more) >= 5

@@ -1,0 +1,15 @@
+"""The code style is part of the test command, so CI enforces it too."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_clean():
+    cmd = [sys.executable, "-m", "ruff", "check", str(ROOT)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
