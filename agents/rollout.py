@@ -68,6 +68,74 @@ class EpisodeCollector:
                 self.lengths[restarted] = 0
         return EpisodeBatch.cat(done)
 
+    @torch.no_grad()
+    def collect_round(
+        self, learner: Learner, seed: int | None = None, options: dict | None = None
+    ) -> EpisodeBatch:
+        """Reset every row (``seed``/``options`` as in ``reset``) and play until each row
+        has finished one episode; return exactly those ``num_envs`` episodes, in row order.
+
+        Unlike :meth:`collect`, the batch keeps the dataset's distribution of P (short
+        episodes are not over-represented) and depends only on ``seed`` and the learner,
+        which makes training resumable step for step.
+        """
+        self.obs, self.info = self.venv.reset(seed=seed, options=options)
+        st = self.venv.sim.state
+        self.tokens, self.num_tokens, self.noise = st.tokens, st.num_tokens, st.noise
+        self.actions.fill_(-1)
+        self.rewards.zero_()
+        self.lengths.zero_()
+        b, s = self.venv.num_envs, self.venv.sim.S
+        final = EpisodeBatch(
+            tokens=self.tokens,
+            num_tokens=self.num_tokens,
+            noise=self.noise,
+            actions=self.actions.clone(),
+            rewards=self.rewards.clone(),
+            lengths=self.lengths.clone(),
+            terminated=torch.zeros(b, dtype=torch.bool, device=self.venv.device),
+        )
+        finished = torch.zeros(b, dtype=torch.bool, device=self.venv.device)
+        while not bool(finished.all()):
+            actions = learner.act(self.obs, self.info["action_mask"])
+            acting = ~finished
+            self.obs, reward, term, trunc, self.info = self.venv.step(actions)
+            self.env_steps += int(acting.sum())
+            merged = acting & ~self.info["illegal_action"]
+            step_oh = torch.nn.functional.one_hot(self.lengths.clamp(max=s - 2), s - 1).bool()
+            step_oh &= merged[:, None]
+            self.actions = torch.where(step_oh, actions[:, None], self.actions)
+            self.rewards = torch.where(step_oh, reward[:, None], self.rewards)
+            self.lengths += merged.long()
+            ended = (term | trunc) & acting
+            finished |= ended
+            final = EpisodeBatch(
+                tokens=final.tokens,
+                num_tokens=final.num_tokens,
+                noise=final.noise,
+                actions=torch.where(ended[:, None], self.actions, final.actions),
+                rewards=torch.where(ended[:, None], self.rewards, final.rewards),
+                lengths=torch.where(ended, self.lengths, final.lengths),
+                terminated=torch.where(ended, term, final.terminated),
+            )
+        return final
+
+    def reset_round(self, seed: int | None = None, options: dict | None = None) -> EpisodeBatch:
+        """Fresh episodes with no merge made (curriculum stage 0 trains the lifters only)."""
+        self.obs, self.info = self.venv.reset(seed=seed, options=options)
+        st = self.venv.sim.state
+        b, s = self.venv.num_envs, self.venv.sim.S
+        dev = self.venv.device
+        return EpisodeBatch(
+            tokens=st.tokens,
+            num_tokens=st.num_tokens,
+            noise=st.noise,
+            actions=torch.full((b, s - 1), -1, dtype=torch.long, device=dev),
+            rewards=torch.zeros(b, s - 1, device=dev),
+            lengths=torch.zeros(b, dtype=torch.long, device=dev),
+            terminated=torch.zeros(b, dtype=torch.bool, device=dev),
+        )
+
     def _take(self, idx: Tensor, terminated: Tensor) -> EpisodeBatch:
         return EpisodeBatch(
             tokens=self.tokens[idx],

@@ -167,12 +167,7 @@ def unmerge(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) -> Ten
     b, s = state.slot_node.shape
     dev = state.tree.device
     rows = torch.arange(b, device=dev)
-    # Node ids still active at the end. Inactive padding slots can hold the same id as an
-    # active slot, so reduce with max rather than assign (duplicate writes are unordered).
-    roots = torch.zeros(b, 2 * s - 1, device=dev).scatter_reduce(
-        1, state.slot_node, state.active.float(), reduce="amax"
-    )
-    down = state.tree * roots[..., None]
+    down = state.tree * root_mask(state)[..., None]
     up = state.tree.detach()
     for t in range(s - 2, -1, -1):
         apply = state.merges > t  # (B,)
@@ -196,6 +191,13 @@ def reconstruct(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) ->
 
 def token_mask(state: MergeState) -> Tensor:  # (B, S) bool, real (non-padding) tokens
     return _valid_ids(state.num_tokens, state.num_slots, leaves_only=True)
+
+
+def root_mask(state: MergeState) -> Tensor:  # (B, 2S-1) bool, nodes still active
+    # Inactive padding slots can hold the same id as an active slot, so reduce with max
+    # rather than assign (duplicate writes are unordered).
+    zeros = torch.zeros(state.tree.shape[:2], device=state.tree.device)
+    return zeros.scatter_reduce(1, state.slot_node, state.active.float(), reduce="amax") > 0
 
 
 def node_mask(state: MergeState) -> Tensor:  # (B, 2S-1) bool, tree ids created so far

@@ -81,3 +81,43 @@ def _node_centroids(points: np.ndarray, children: np.ndarray, p: int) -> np.ndar
         sums[p + t] = sums[a] + sums[b]
         counts[p + t] = counts[a] + counts[b]
     return sums / counts[:, None]
+
+
+def reconstruction_figure(
+    truth: list[np.ndarray], recon: list[np.ndarray], image_size: float, cols: int = 4
+) -> Figure:
+    """Ground truth (green) over reconstruction (magenta), one panel per instance
+    (report Fig. 15)."""
+    rows = -(-len(truth) // cols)
+    fig = Figure(figsize=(2.2 * cols, 2.2 * rows))
+    FigureCanvasAgg(fig)
+    for k, (t, r) in enumerate(zip(truth, recon, strict=True)):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        draw_tokens(ax, r, np.tile([[0.85, 0.1, 0.85]], (len(r), 1)), alpha=0.8)
+        draw_tokens(ax, t, np.tile([[0.1, 0.6, 0.1]], (len(t), 1)), alpha=0.6)
+        ax.set_xlim(0, image_size)
+        ax.set_ylim(0, image_size)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def policy_diagram(children: list[np.ndarray], num_tokens: list[int]) -> Figure:
+    """Merge trajectories top to bottom (report Fig. 6): ``left + right -> new`` per step,
+    the new node's id (P + t) in red."""
+    cols = len(children)
+    depth = max((len(c) for c in children), default=1)
+    fig = Figure(figsize=(1.6 * cols, 0.45 * depth + 0.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    for k, (ch, p) in enumerate(zip(children, num_tokens, strict=True)):
+        x = (k + 0.5) / cols
+        ax.text(x, 0.97, f"P={p}", ha="center", va="top", fontsize=9, weight="bold")
+        for t, (a, b) in enumerate(ch):
+            y = 0.9 - 0.85 * (t + 0.5) / depth
+            ax.text(x - 0.01, y, f"{a} + {b} \u2192", ha="right", va="center", fontsize=9)
+            ax.text(x + 0.01, y, str(p + t), ha="left", va="center", fontsize=9, color="red")
+    return fig

@@ -1,0 +1,95 @@
+"""Roll a policy out to the root on a token set and score the trees it builds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.base import Learner
+from agents.rollout import EpisodeCollector
+from htm_gym import core, metrics
+from htm_gym.datasets import TokenBatch, TokenGenerator
+from htm_gym.nets import HTMModel
+from htm_gym.vector_env import HTMVectorEnv
+
+
+@torch.no_grad()
+def rollout_tokens(
+    model: HTMModel,
+    generator: TokenGenerator,
+    data: TokenBatch,
+    policy: Learner,
+    batch_size: int = 4096,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Merge every instance of ``data`` to the root with ``policy`` in the vector env.
+
+    Returns per-instance arrays: tokens, reconstructions (token units), merge children,
+    lengths, and per-node classifier probabilities/labels of the down trees.
+    """
+    out: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("rec", "children", "lengths", "prob", "label")
+    }
+    venv = None
+    for start in range(0, len(data), batch_size):
+        tok = data.tokens[start : start + batch_size]
+        num = data.num_tokens[start : start + batch_size]
+        if venv is None or venv.num_envs != len(num):
+            venv = HTMVectorEnv(len(num), dataset=generator, model=model, array_type="torch")
+        collector = EpisodeCollector(venv, seed=seed)
+        eps = collector.collect_round(
+            policy, seed=seed + start, options={"tokens": tok, "num_tokens": num}
+        )
+        state, _ = core.replay(
+            model, eps.tokens, eps.num_tokens, eps.noise, eps.actions, eps.lengths
+        )
+        down = core.unmerge(model, state)
+        rec = model.unlift(down[:, : state.num_slots])
+        exists = core.node_mask(state)
+        ids = torch.arange(down.shape[1], device=down.device)[None, :]
+        prob = torch.softmax(model.classifier(down), -1)[..., 1]
+        out["rec"].append(rec.cpu().numpy())
+        out["children"].append(state.children.cpu().numpy())
+        out["lengths"].append(eps.lengths.cpu().numpy())
+        out["prob"].append(prob[exists].cpu().numpy())
+        out["label"].append(
+            (ids >= state.num_tokens[:, None]).expand_as(exists)[exists].cpu().numpy()
+        )
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def evaluate(
+    model: HTMModel,
+    generator: TokenGenerator,
+    data: TokenBatch,
+    policy: Learner,
+    batch_size: int = 4096,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Structure, reconstruction and classifier metrics of ``policy`` on ``data``."""
+    r = rollout_tokens(model, generator, data, policy, batch_size, seed)
+    num = data.num_tokens
+    real = np.arange(data.tokens.shape[1])[None, :] < num[:, None]
+    sq = np.where(real[..., None], (r["rec"] - np.nan_to_num(data.tokens)) ** 2, 0.0)
+    mse = sq.sum((1, 2)) / (real.sum(1) * data.tokens.shape[2])  # per instance, token units^2
+    s = metrics.structure_scores(r["children"], r["lengths"], num, generator.constituents)
+    result: dict[str, Any] = {
+        "instances": len(num),
+        "recovered": float(s["recovered"].mean()),
+        "bracket_f1": float(s["f1"].mean()),
+        "recon_mse": float(mse.mean()),
+        "recon_mse_median": float(np.median(mse)),
+        "classifier": metrics.classifier_report(r["prob"], r["label"]),
+        "per_p": {},
+    }
+    for p in np.unique(num):
+        sel = num == p
+        result["per_p"][int(p)] = {
+            "count": int(sel.sum()),
+            "recovered": float(s["recovered"][sel].mean()),
+            "bracket_f1": float(s["f1"][sel].mean()),
+            "recon_mse": float(mse[sel].mean()),
+        }
+    return result

@@ -1,0 +1,69 @@
+"""Pair scoring for the three merge policies: learned (policy MLP), heuristic (minus the
+one-step loss of every pair, report 3.2.3) and random (all pairs equal)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from agents.losses import masked_log_probs
+from htm_gym.nets import HTMModel
+
+POLICIES = ("learned", "heuristic", "random")
+
+
+def pair_logits(kind: str, model: HTMModel, nodes: Tensor) -> Tensor:
+    """Logits of every ordered slot pair: nodes (B, S, E) -> (B, S*S), a = i*S + j."""
+    b, s, _e = nodes.shape
+    if kind == "learned":
+        return model.policy.all_pairs(nodes).reshape(b, s * s)
+    if kind == "heuristic":
+        return -all_pair_step_losses(model, nodes).reshape(b, s * s)
+    if kind == "random":
+        return nodes.new_zeros(b, s * s)
+    raise ValueError(f"policy must be one of {POLICIES}, got {kind!r}")
+
+
+def all_pair_step_losses(model: HTMModel, nodes: Tensor) -> Tensor:
+    """One-step loss of merging each ordered pair (noise-free): (B, S, S)."""
+    b, s, e = nodes.shape
+    pairs = torch.cat(
+        [nodes[:, :, None].expand(b, s, s, e), nodes[:, None].expand(b, s, s, e)], dim=-1
+    )  # (B, S, S, 2E)
+    recon = model.unmerger(model.merger(pairs))
+    return (recon - pairs).pow(2).mean(-1)
+
+
+def sample(log_probs: Tensor, generator: torch.Generator | None, greedy: bool) -> Tensor:
+    """One action per row from log-probabilities (B, A)."""
+    if greedy:
+        return log_probs.argmax(-1)
+    return torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+
+
+class Actor:
+    """A merge policy that acts (no learning): ``act(obs, mask)`` for the collectors.
+
+    ``temperature`` may be a callable, so a learner's actor follows its tuned temperature.
+    """
+
+    def __init__(
+        self,
+        model: HTMModel,
+        kind: str = "learned",
+        temperature=1.0,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if kind not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {kind!r}")
+        self.model, self.kind, self.greedy = model, kind, greedy
+        self.temperature = temperature
+        self.generator = generator
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, Tensor], action_mask: Tensor) -> Tensor:
+        temp = self.temperature() if callable(self.temperature) else self.temperature
+        logits = pair_logits(self.kind, self.model, obs["nodes"])
+        logp = masked_log_probs(logits, action_mask.bool(), temp)
+        return sample(logp, self.generator, self.greedy)

@@ -1,0 +1,261 @@
+"""REINFORCE with baseline, co-training the HTM networks from the episodes it acts in.
+
+The env (no gradients) merges and hands back one-step-loss rewards; :meth:`update` replays
+the recorded merges through ``htm_gym.core`` with gradients (same model, same noise, so
+the same states), which yields in one pass: the policy's log-probabilities and entropies
+at every step, the step losses, and the teacher-forced unmerging for the HTM loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from agents import losses
+from agents.base import EpisodeBatch
+from agents.policies import POLICIES, Actor, pair_logits
+from agents.schedules import Schedule
+from htm_gym import core
+from htm_gym.nets import HTMModel
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    policy: str = "learned"  # learned | heuristic | random
+    lambda_entropy: float = 3.0
+    policy_lr: float = 1e-3
+    policy_l2: float = 1e-4
+    classifier_lr: float = 1e-3
+    temperature_lr: float = 0.05  # heuristic policy's temperature optimiser (report 3.4.3)
+    entropy_floor: float = 5e-4  # below it the temperature optimiser pauses (report 3.4.3)
+    baseline_size: int = 50_000  # rewards kept per merge depth for the running baseline
+    loss_power: float = 0.01
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.baseline_size < 2 or self.grad_clip <= 0:
+            raise ValueError("baseline_size must be >= 2 and grad_clip > 0")
+
+
+class RunningBaseline(nn.Module):
+    """Ring buffers of recent rewards, one per merge depth t; normalises advantages."""
+
+    def __init__(self, depths: int, size: int) -> None:
+        super().__init__()
+        self.register_buffer("values", torch.zeros(depths, size))
+        self.register_buffer("count", torch.zeros(depths, dtype=torch.long))
+
+    def push(self, rewards: Tensor, valid: Tensor) -> None:  # (N, D) each
+        size = self.values.shape[1]
+        for t in range(rewards.shape[1]):
+            r = rewards[valid[:, t], t][-size:]
+            pos = (self.count[t] + torch.arange(len(r), device=r.device)) % size
+            self.values[t, pos] = r
+            self.count[t] += len(r)
+
+    def advantages(self, rewards: Tensor, valid: Tensor, eps: float = 1e-8) -> Tensor:
+        """(rewards - running mean) / running std per depth; (N, D) with D <= depths.
+
+        Depths with fewer than two stored rewards fall back to this batch's statistics."""
+        d = rewards.shape[1]
+        values = self.values[:d]
+        n = self.count[:d].clamp(max=values.shape[1])  # (D,)
+        mask = torch.arange(values.shape[1], device=n.device)[None, :] < n[:, None]
+        mean = losses.masked_mean(values, mask)
+        std = losses.masked_mean((values - mean[:, None]).pow(2), mask).sqrt()
+        batch_mean = losses.masked_mean(rewards.T, valid.T)
+        batch_std = losses.masked_mean((rewards - batch_mean).pow(2).T, valid.T).sqrt()
+        ready = n >= 2
+        mean = torch.where(ready, mean, batch_mean)
+        std = torch.where(ready, std, batch_std)
+        return (rewards - mean) / (std + eps) * valid
+
+
+class ReinforceLearner:
+    """The report's learner: learned, heuristic or random merge policy + HTM co-training.
+
+    Implements :class:`agents.base.Learner`.
+    """
+
+    def __init__(
+        self,
+        model: HTMModel,
+        schedule: Schedule,
+        config: ReinforceConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.schedule = schedule
+        self.config = config or ReinforceConfig()
+        self.device = next(model.parameters()).device
+        self.step = 0
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        htm = [model.lifter, model.unlifter, model.merger, model.unmerger]
+        self.htm_opt = torch.optim.Adam([p for m in htm for p in m.parameters()], lr=1e-3)
+        self.cls_opt = torch.optim.Adam(model.classifier.parameters(), lr=self.config.classifier_lr)
+        self.policy_opt = torch.optim.Adam(model.policy.parameters(), lr=self.config.policy_lr)
+        self.log_temperature = torch.zeros((), device=self.device, requires_grad=True)
+        self.temp_opt = torch.optim.Adam([self.log_temperature], lr=self.config.temperature_lr)
+        self.baseline: RunningBaseline | None = None  # sized by the first batch's slots
+        self.actor = Actor(model, self.config.policy, self.temperature, generator=self.generator)
+
+    # --- acting ------------------------------------------------------------------------
+    def temperature(self) -> Tensor:
+        if self.config.policy == "heuristic":
+            return self.log_temperature.exp()
+        return torch.ones((), device=self.device)
+
+    def act(self, obs: dict[str, Tensor], action_mask: Tensor) -> Tensor:
+        return self.actor.act(obs, action_mask)
+
+    # --- learning ----------------------------------------------------------------------
+    def update(self, episodes: EpisodeBatch) -> dict[str, float]:
+        sched, cfg = self.schedule, self.config
+        i, _ = sched.stage_at(self.step)
+        stage = sched.stages[i]
+        tau, target = sched.tau(self.step), sched.entropy_target(self.step)
+        for group in self.htm_opt.param_groups:
+            group["lr"] = sched.lr(self.step)
+        for opt, base in ((self.policy_opt, cfg.policy_lr), (self.cls_opt, cfg.classifier_lr)):
+            for group in opt.param_groups:
+                group["lr"] = max(base * sched.lr_factor(self.step), sched.lr_floor)
+        s = episodes.tokens.shape[1]
+        if self.baseline is None:
+            self.baseline = RunningBaseline(s - 1, cfg.baseline_size).to(self.device)
+
+        logps, ents, valids = [], [], []
+
+        def score(state: core.MergeState, t: int, apply: Tensor) -> None:
+            legal = core.legal_pairs(state.active).flatten(1)
+            logits = pair_logits(cfg.policy, self.model, core.nodes(state).detach())
+            if cfg.policy != "learned":  # heuristic scores must not train the merger
+                logits = logits.detach()
+            logp = losses.masked_log_probs(logits, legal, self.temperature())
+            a = episodes.actions[:, t].clamp(min=0)
+            logps.append(logp.gather(1, a[:, None]).squeeze(1))
+            ents.append(losses.normalized_entropy(logp, legal))
+            valids.append(apply)
+
+        state, step_losses = core.replay(
+            self.model,
+            episodes.tokens,
+            episodes.num_tokens,
+            episodes.noise,
+            episodes.actions,
+            episodes.lengths,
+            before_merge=score,
+        )
+        terms = losses.htm_terms(self.model, state, step_losses, tau)
+        weights = losses.Weights(
+            stage.lambda_step,
+            stage.lambda_transport,
+            stage.lambda_lifter,
+            stage.lambda_encoder,
+            sched.depth(self.step, s - 1),
+            cfg.loss_power,
+        )
+        htm = losses.htm_loss(terms, episodes.num_tokens, weights)
+        cls_loss, cls_acc = losses.classifier_loss(self.model, state, terms["down"])
+        metrics = {
+            "loss/htm": htm,
+            "loss/recon": terms["recon"].mean(),
+            "loss/step": terms["step"].mean(),
+            "loss/transport": terms["transport"].mean(),
+            "loss/lifter_l2": terms["lifter"].mean(),
+            "loss/encoder_l2": terms["encoder"].mean(),
+            "loss/classifier": cls_loss,
+            "classifier/train_accuracy": cls_acc,
+            "recon/mse_px": terms["recon"].mean(),
+        }
+        total = htm + cls_loss
+        entropy = None
+        if logps:
+            valid = torch.stack(valids, 1)  # (N, D)
+            logp, ent = torch.stack(logps, 1), torch.stack(ents, 1)
+            entropy = losses.masked_mean(ent, valid).mean() if valid.any() else ent.sum() * 0
+            metrics["policy/entropy"] = entropy
+            metrics["policy/entropy_target"] = torch.tensor(target)
+            if cfg.policy == "learned":
+                d = valid.shape[1]
+                adv = self.baseline.advantages(episodes.rewards[:, :d], valid)
+                pg = -(logp * adv.detach() * valid).sum(1).mean()
+                l2 = sum(p.pow(2).sum() for p in self.model.policy.parameters())
+                policy = pg + cfg.lambda_entropy * (entropy - target).abs() + cfg.policy_l2 * l2
+                total = total + policy
+                metrics["loss/policy"] = policy
+                metrics["loss/reinforce"] = pg
+            elif cfg.policy == "heuristic":  # only log T has a gradient here
+                total = total + (entropy - target).abs()
+        if not torch.isfinite(total):
+            return self._skip(metrics)
+        for opt in (self.htm_opt, self.cls_opt, self.policy_opt, self.temp_opt):
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if not torch.isfinite(norm):
+            return self._skip(metrics)
+        self.htm_opt.step()
+        self.cls_opt.step()
+        if cfg.policy == "learned":
+            self.policy_opt.step()
+        if cfg.policy == "heuristic" and entropy is not None:
+            metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
+        valid_r = torch.arange(s - 1, device=self.device)[None, :] < episodes.lengths[:, None]
+        self.baseline.push(episodes.rewards, valid_r)
+        metrics["reward/mean_step"] = episodes.rewards[valid_r].mean() if valid_r.any() else htm * 0
+        metrics["train/lr"] = torch.tensor(sched.lr(self.step))
+        metrics["train/tau"] = torch.tensor(tau)
+        metrics["train/skipped"] = torch.tensor(0.0)
+        self.step += 1
+        return {k: float(v.detach()) for k, v in metrics.items()}
+
+    def _skip(self, metrics: dict[str, Tensor]) -> dict[str, float]:
+        """A non-finite loss or gradient: drop this update (the caller counts these)."""
+        for opt in (self.htm_opt, self.cls_opt, self.policy_opt):
+            opt.zero_grad(set_to_none=True)
+        out = {k: float(v.detach()) for k, v in metrics.items()}
+        out["train/skipped"] = 1.0
+        return out
+
+    def _tune_temperature(self, measured: Tensor, target: float) -> Tensor:
+        """Heuristic policy: Adam on log T toward the target entropy, with the report's two
+        fixes (3.4.3): reset Adam's memory while the entropy is pinned at 1 above a lower
+        target (else it stays stuck there), and pause below ``entropy_floor``."""
+        if measured > 0.999 and target < 0.999:
+            self.temp_opt.state.clear()
+        if not (measured < self.config.entropy_floor and target < measured):
+            self.temp_opt.step()
+        return self.log_temperature.detach().exp()
+
+    # --- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": asdict(self.config),
+            "htm_opt": self.htm_opt.state_dict(),
+            "cls_opt": self.cls_opt.state_dict(),
+            "policy_opt": self.policy_opt.state_dict(),
+            "temp_opt": self.temp_opt.state_dict(),
+            "log_temperature": self.log_temperature.detach().clone(),
+            "baseline": None if self.baseline is None else self.baseline.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.htm_opt.load_state_dict(state["htm_opt"])
+        self.cls_opt.load_state_dict(state["cls_opt"])
+        self.policy_opt.load_state_dict(state["policy_opt"])
+        self.temp_opt.load_state_dict(state["temp_opt"])
+        with torch.no_grad():
+            self.log_temperature.copy_(state["log_temperature"])
+        if state["baseline"] is not None:
+            depths, size = state["baseline"]["values"].shape
+            self.baseline = RunningBaseline(depths, size).to(self.device)
+            self.baseline.load_state_dict(state["baseline"])
+        self.generator.set_state(state["generator"].cpu())

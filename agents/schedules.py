@@ -1,0 +1,118 @@
+"""Curriculum stages and the schedules that advance every gradient step (report 3.4.3, 3.7)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One curriculum stage: merge budget (None: to the root), length and its lambdas."""
+
+    merges: int | None
+    steps: int
+    lr: float = 1e-3
+    lr_decay: float = 1.0  # multiplicative per step inside the stage
+    lambda_step: float = 0.2
+    lambda_transport: float = 0.2
+    lambda_lifter: float = 0.01
+    lambda_encoder: float = 0.001
+
+    def __post_init__(self) -> None:
+        if self.merges is not None and self.merges < 0:
+            raise ValueError(f"stage merges must be >= 0 or None, got {self.merges}")
+        if self.steps < 1:
+            raise ValueError(f"stage steps must be >= 1, got {self.steps}")
+        if not (self.lr > 0 and 0 < self.lr_decay <= 1):
+            raise ValueError(f"need lr > 0, 0 < lr_decay <= 1; got {self.lr}, {self.lr_decay}")
+
+
+def piecewise_linear(x: float, points: list[tuple[float, float]]) -> float:
+    """Linear interpolation through (x, y) points sorted by x, constant outside."""
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / max(x1 - x0, 1e-12)
+    return points[-1][1]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Everything that depends on the global gradient step.
+
+    Entropy target: 1 until ``explore_end``, linear to ``working_entropy`` by
+    ``working_start``, held until ``exploit_start``, linear to 0 by ``exploit_end`` and held
+    (fractions of the total). tau: linear from ``tau_start`` to 0 by ``tau_end``.
+    """
+
+    stages: tuple[Stage, ...]
+    working_entropy: float = 0.3
+    explore_end: float = 0.05
+    working_start: float = 0.15
+    exploit_start: float = 0.7
+    exploit_end: float = 0.85
+    tau_start: float = 0.5
+    tau_end: float = 0.8
+    lr_floor: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("a curriculum needs at least one stage")
+        marks = (self.explore_end, self.working_start, self.exploit_start, self.exploit_end)
+        if not all(0 <= a <= b <= 1 for a, b in itertools.pairwise(marks)):
+            raise ValueError(f"entropy schedule fractions must increase within [0, 1]: {marks}")
+        if not 0 <= self.working_entropy <= 1 or not 0 <= self.tau_start < 1:
+            raise ValueError("working_entropy must be in [0, 1] and tau_start in [0, 1)")
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def stage_at(self, step: int) -> tuple[int, int]:
+        """(stage index, step within the stage) at global step ``step``."""
+        for i, stage in enumerate(self.stages):
+            if step < stage.steps:
+                return i, step
+            step -= stage.steps
+        last = len(self.stages) - 1
+        return last, self.stages[last].steps - 1
+
+    def entropy_target(self, step: int) -> float:
+        f = step / max(self.total_steps, 1)
+        w = self.working_entropy
+        return piecewise_linear(
+            f,
+            [
+                (self.explore_end, 1.0),
+                (self.working_start, w),
+                (self.exploit_start, w),
+                (self.exploit_end, 0.0),
+            ],
+        )
+
+    def tau(self, step: int) -> float:
+        f = step / max(self.total_steps, 1)
+        return piecewise_linear(f, [(0.0, self.tau_start), (self.tau_end, 0.0)])
+
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier of the current stage (decay within the stage, floored)."""
+        i, k = self.stage_at(step)
+        stage = self.stages[i]
+        return max(stage.lr * stage.lr_decay**k, self.lr_floor) / stage.lr
+
+    def lr(self, step: int) -> float:
+        i, _ = self.stage_at(step)
+        return self.stages[i].lr * self.lr_factor(step)
+
+    def depth(self, step: int, max_merges: int) -> float:
+        """d_c of the bias factor: ramps from the previous stage's budget to this one's."""
+        i, k = self.stage_at(step)
+        cur = self._budget(i, max_merges)
+        prev = self._budget(i - 1, max_merges) if i else cur
+        return max(1.0, prev + (cur - prev) * min(1.0, k / max(self.stages[i].steps / 2, 1)))
+
+    def _budget(self, i: int, max_merges: int) -> int:
+        m = self.stages[i].merges
+        return max_merges if m is None else min(m, max_merges)

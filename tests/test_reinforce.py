@@ -1,0 +1,183 @@
+"""Losses by hand, the REINFORCE gradient's sign, schedules, and the learner's update."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents import losses
+from agents.base import EpisodeBatch
+from agents.reinforce import ReinforceConfig, ReinforceLearner, RunningBaseline
+from agents.schedules import Schedule, Stage
+from htm_gym import core
+from htm_gym.metrics import classifier_report, structure_scores, tree_constituents
+from htm_gym.nets import HTMConfig, make_model
+
+
+def _model(e=3, seed=0):
+    cfg = HTMConfig(token_dim=2, embed_dim=e, hidden_dim=8, policy_hidden_dim=8, token_scale=2.0)
+    return make_model(cfg, seed=seed)
+
+
+def _fixed_tree(model):
+    """P = 3 tokens, merges (0, 1) -> 3 then (slot 0, slot 2) -> 4, no noise."""
+    tokens = torch.tensor([[[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]]])
+    num = torch.tensor([3])
+    noise = torch.zeros(1, 5, model.embed_dim)
+    actions = torch.tensor([[0 * 3 + 1, 0 * 3 + 2]])
+    return core.replay(model, tokens, num, noise, actions, torch.tensor([2]))
+
+
+def test_htm_terms_by_hand():
+    model = _model()
+    state, step_losses = _fixed_tree(model)
+    tau = 0.25
+    terms = losses.htm_terms(model, state, step_losses, tau)
+    # by hand, node by node
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]]) / 2.0
+    leaves = model.lifter(x)
+    n3 = model.merger(torch.cat([leaves[0], leaves[1]]))
+    n4 = model.merger(torch.cat([n3, leaves[2]]))
+    s1 = ((model.unmerger(n3) - torch.cat([leaves[0], leaves[1]])) ** 2).mean()
+    s2 = ((model.unmerger(n4) - torch.cat([n3, leaves[2]])) ** 2).mean()
+    d3, d2 = model.unmerger(n4).split(model.embed_dim)
+    d0, d1 = model.unmerger((1 - tau) * d3 + tau * n3).split(model.embed_dim)
+    recon = model.unlift(torch.stack([d0, d1, d2]))
+    assert torch.allclose(terms["step"][0], (s1 + s2) / 2, atol=1e-6)
+    assert torch.allclose(terms["recon"][0], ((recon - 2.0 * x) ** 2).mean(), atol=1e-5)
+    down = torch.stack([d0, d1, d2, d3])
+    up = torch.stack([leaves[0], leaves[1], leaves[2], n3])
+    assert torch.allclose(
+        terms["transport"][0], ((1 - tau) ** 2 * (down - up) ** 2).mean(), atol=1e-6
+    )
+    assert torch.allclose(terms["lifter"][0], (leaves**2).mean(), atol=1e-6)
+    assert torch.allclose(terms["encoder"][0], (torch.stack([n3, n4]) ** 2).mean(), atol=1e-6)
+    w = losses.Weights(0.2, 0.3, 0.01, 0.001, depth=4.0, loss_power=0.5)
+    total = losses.htm_loss(terms, state.num_tokens, w)
+    fb = (2 / 4) ** 0.5
+    expected = fb * (
+        terms["recon"]
+        + 0.2 * terms["step"]
+        + 0.3 * terms["transport"]
+        + 0.01 * terms["lifter"]
+        + 0.001 * terms["encoder"]
+    )
+    assert torch.allclose(total, expected[0], atol=1e-6)
+    loss, acc = losses.classifier_loss(model, state, terms["down"])
+    assert loss > 0 and 0 <= acc <= 1
+
+
+def test_normalized_entropy_bounds():
+    legal = torch.tensor([[True, True, True, False]])
+    uniform = losses.masked_log_probs(torch.zeros(1, 4), legal)
+    assert torch.allclose(losses.normalized_entropy(uniform, legal), torch.ones(1))
+    peaked = losses.masked_log_probs(torch.tensor([[50.0, 0, 0, 99]]), legal)
+    assert losses.normalized_entropy(peaked, legal) < 1e-6
+    assert uniform[0, 3].exp() == 0 and torch.isfinite(uniform).all()
+
+
+def _toy_batch(model, good_first: bool, n=64):
+    """P = 2 episodes: action 1 = (0, 1) and 2 = (1, 0); rewards favour action 1."""
+    tokens = torch.randn(n, 2, 2)
+    actions = torch.where(torch.arange(n) % 2 == 0, 1, 2)[:, None]
+    rewards = torch.where(actions == 1, -0.1, -1.0).float()
+    return EpisodeBatch(
+        tokens=tokens,
+        num_tokens=torch.full((n,), 2),
+        noise=torch.zeros(n, 3, model.embed_dim),
+        actions=actions,
+        rewards=rewards,
+        lengths=torch.ones(n, dtype=torch.long),
+        terminated=torch.ones(n, dtype=torch.bool),
+    )
+
+
+def test_reinforce_raises_the_better_pair_probability():
+    model = _model(seed=1)
+    sched = Schedule(
+        (Stage(merges=None, steps=100),), working_entropy=0.5, explore_end=0.0, working_start=0.0
+    )
+    learner = ReinforceLearner(model, sched, ReinforceConfig(lambda_entropy=0.0, policy_lr=1e-2))
+
+    def p_good():
+        with torch.no_grad():
+            st = core.lift(model, batch.tokens, batch.num_tokens, batch.noise)
+            logits = model.policy.all_pairs(core.nodes(st)).flatten(1)
+            logp = losses.masked_log_probs(logits, core.legal_pairs(st.active).flatten(1))
+        return logp[:, 1].exp().mean()
+
+    batch = _toy_batch(model, True)
+    before = p_good()
+    for _ in range(30):
+        learner.update(batch)
+    assert p_good() > before + 0.05
+
+
+def test_heuristic_temperature_tracks_target_and_random_policy_has_no_policy_step():
+    model = _model(seed=2)
+    sched = Schedule(
+        (Stage(merges=None, steps=50),), explore_end=0.0, working_start=0.0, working_entropy=0.2
+    )
+    learner = ReinforceLearner(model, sched, ReinforceConfig(policy="heuristic"))
+    batch = _toy_batch(model, True)
+    t0 = float(learner.temperature().detach())
+    m = learner.update(batch)
+    assert "policy/temperature" in m and m["policy/temperature"] != t0
+    rnd = ReinforceLearner(_model(seed=3), sched, ReinforceConfig(policy="random"))
+    before = [p.clone() for p in rnd.model.policy.parameters()]
+    rnd.update(batch)
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, rnd.model.policy.parameters(), strict=True)
+    )
+
+
+def test_non_finite_update_is_skipped():
+    model = _model()
+    learner = ReinforceLearner(model, Schedule((Stage(merges=None, steps=10),)))
+    batch = _toy_batch(model, True)
+    bad = EpisodeBatch(**{**batch.__dict__, "tokens": batch.tokens * float("nan")})
+    before = [p.clone() for p in model.parameters()]
+    m = learner.update(bad)
+    assert m["train/skipped"] == 1.0 and learner.step == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_schedule_shapes():
+    s = Schedule(
+        (Stage(0, 10), Stage(1, 10), Stage(None, 80, lr=1e-3, lr_decay=0.5)), lr_floor=1e-4
+    )
+    assert s.total_steps == 100 and s.stage_at(15) == (1, 5) and s.stage_at(99) == (2, 79)
+    assert s.entropy_target(0) == 1.0 and s.entropy_target(50) == pytest.approx(0.3)
+    assert s.entropy_target(99) == 0.0
+    assert s.tau(0) == 0.5 and s.tau(80) == 0.0
+    assert s.lr(20) == 1e-3 and s.lr(30) == 1e-4, "decayed within the stage, floored"
+    assert s.depth(10, 5) == 1.0 and s.depth(25, 5) == 1.5 and s.depth(60, 5) == 5.0
+    with pytest.raises(ValueError):
+        Stage(merges=1, steps=0)
+    with pytest.raises(ValueError):
+        Schedule((Stage(0, 1),), explore_end=0.9, working_start=0.1)
+
+
+def test_baseline_normalises_per_depth():
+    b = RunningBaseline(depths=2, size=100)
+    r = torch.tensor([[-1.0, -10.0], [-3.0, -30.0]])
+    valid = torch.ones_like(r, dtype=torch.bool)
+    b.push(r, valid)
+    adv = b.advantages(r, valid)
+    assert torch.allclose(adv[:, 0], adv[:, 1], atol=1e-5) and torch.allclose(
+        adv.sum(0), torch.zeros(2)
+    )
+
+
+def test_structure_and_classifier_metrics():
+    # crosses P = 4: (0,1)->4, (2,3)->5, (4,5)->6 recovers both crosses
+    good = np.array([[[0, 1], [2, 3], [4, 5]]])
+    bad = np.array([[[0, 2], [1, 3], [4, 5]]])
+    gold = lambda p: [(0, 1), (2, 3), (0, 1, 2, 3)]  # noqa: E731
+    s = structure_scores(np.concatenate([good, bad]), np.array([3, 3]), np.array([4, 4]), gold)
+    assert s["recovered"].tolist() == [True, False]
+    assert s["f1"][0] == 1.0 and s["f1"][1] == pytest.approx(2 * 1 / 6)
+    assert tree_constituents(good[0], 4)[-1] == frozenset(range(4))
+    rep = classifier_report(np.array([0.9, 0.2, 0.6, 0.1]), np.array([1, 0, 0, 1]))
+    assert rep["accuracy"] == 0.5 and rep["false_positives"] == 1 and rep["false_negatives"] == 1

@@ -1,0 +1,108 @@
+"""Tiny-budget runs of every script, resume equality, and their error handling."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+reinforce = _script("reinforce")
+evaluate = _script("evaluate")
+
+
+def _args(tmp_path, **kw):
+    base = dict(
+        num_envs=8,
+        stage_steps=(1, 1, 1, 1, 1, 3),
+        hidden_dim=16,
+        policy_hidden_dim=8,
+        eval_every=4,
+        eval_instances=16,
+        image_every=8,
+        checkpoint_every=4,
+        runs_dir=str(tmp_path),
+        progress=False,
+    )
+    return reinforce.Args(**{**base, **kw})
+
+
+def test_reinforce_smoke_and_evaluate(tmp_path):
+    run = reinforce.main(_args(tmp_path, run_name="smoke"))
+    assert (run / "checkpoint.pt").is_file() and (run / "args.json").is_file()
+    assert any(run.glob("events.out.tfevents.*"))
+    with pytest.raises(FileExistsError):
+        reinforce.main(_args(tmp_path, run_name="smoke"))  # never overwrite a run
+    res = evaluate.main(evaluate.Args(checkpoint=str(run), num_instances=12, batch_size=8))
+    assert 0 <= res["greedy"]["recovered"] <= 1 and res["sampled"]["recon_mse"] >= 0
+    first = sorted(run.glob("eval_*.json"))
+    evaluate.main(evaluate.Args(checkpoint=str(run), num_instances=12, batch_size=8))
+    assert len(sorted(run.glob("eval_*.json"))) == len(first) + 1, "earlier results kept"
+    assert json.loads(first[0].read_text())["env_id"] == "HTM-Crosses-v0"
+
+
+@pytest.mark.parametrize("policy", ["learned", "heuristic"])
+def test_resume_equals_uninterrupted(tmp_path, policy):
+    straight = reinforce.main(
+        _args(tmp_path, run_name="a", policy=policy, eval_every=0, image_every=0)
+    )
+    part = reinforce.main(
+        _args(tmp_path, run_name="b", policy=policy, eval_every=0, image_every=0, max_updates=4)
+    )
+    assert torch.load(part / "checkpoint.pt", weights_only=True)["learner"]["step"] == 4
+    reinforce.main(reinforce.Args(resume=str(part), progress=False))
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(part / "checkpoint.pt", weights_only=True)
+    assert a["learner"]["step"] == b["learner"]["step"] == 8
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_trees_smoke(tmp_path):
+    run = reinforce.main(
+        _args(
+            tmp_path,
+            env_id="HTM-Trees-v0",
+            stage_steps=(1, 2),
+            eval_every=3,
+            image_every=3,
+            run_name="trees",
+        )
+    )
+    assert (run / "checkpoint.pt").is_file()
+
+
+def test_script_errors(tmp_path):
+    with pytest.raises(SystemExit, match="env-id"):
+        reinforce.main(_args(tmp_path, env_id="CartPole-v1"))
+    with pytest.raises(SystemExit, match="lr"):
+        reinforce.main(_args(tmp_path, lr=(1e-3, 1e-3)))
+    with pytest.raises(SystemExit, match="stages"):
+        reinforce.main(_args(tmp_path, stage_steps=(1,) * 9))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable"):
+        reinforce.main(reinforce.Args(resume=str(bad)))
+    with pytest.raises(FileNotFoundError):
+        evaluate.main(evaluate.Args(checkpoint=str(tmp_path / "missing")))
+
+
+def test_bench_runs():
+    from htm_gym import bench
+
+    rows = bench.main(bench.Args(num_envs=4, steps=3, sync_steps=2, datasets=("trees",)))
+    assert rows[0]["native"] > 0 and rows[0]["sync"] > 0

@@ -1,0 +1,124 @@
+"""Evaluate a trained HTM checkpoint: structure, reconstruction and classifier metrics.
+
+    python train/evaluate.py --checkpoint runs/<run>/checkpoint.pt
+    python train/evaluate.py --checkpoint runs/<run> \
+        --tokens ../shared/reference-data/crosses_test_20000.npz
+
+Rolls the checkpoint's policy to the root, greedy (argmax) and sampled, prints a table and
+writes JSON (default: ``<run>/eval_<data>.json``; an existing file is never overwritten).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+import htm_gym
+from agents import checkpoint
+from agents.evaluation import evaluate
+from agents.policies import Actor
+from htm_gym.datasets import load_token_file
+from htm_gym.nets import HTMConfig, HTMModel
+from htm_gym.sim import build_generator
+
+
+@dataclass
+class Args:
+    checkpoint: str
+    """a run directory or checkpoint file written by train/reinforce.py"""
+    tokens: str | None = None
+    """an .npz token file (tokens, num_tokens); default: a generated test set"""
+    num_instances: int = 20000
+    """size of the generated test set when --tokens is not given"""
+    seed: int = 12345
+    device: str = "cpu"
+    batch_size: int = 4096
+    output: str | None = None
+    """JSON path (default: next to the checkpoint)"""
+
+
+def load_trained(path: str, device: str) -> tuple[HTMModel, dict]:
+    ckpt = checkpoint.load(path, map_location=device)
+    model = HTMModel(HTMConfig(**ckpt["config"])).to(device)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, ckpt
+
+
+def main(args: Args) -> dict:
+    model, ckpt = load_trained(args.checkpoint, args.device)
+    env_id = ckpt.get("env_id", ckpt["args"]["env_id"])
+    spec = htm_gym.ENV_IDS[env_id]
+    generator = build_generator(spec["dataset"], spec.get("dataset_kwargs"))
+    if args.tokens:
+        data = load_token_file(args.tokens)
+        if (
+            data.tokens.shape[2] != generator.token_dim
+            or data.tokens.shape[1] > generator.max_tokens
+        ):
+            raise SystemExit(f"{args.tokens}: tokens {data.tokens.shape[1:]} do not fit {env_id}")
+        name = Path(args.tokens).stem
+    else:
+        data = generator.sample(np.random.default_rng(args.seed), args.num_instances)
+        name = f"generated_{args.num_instances}_seed{args.seed}"
+    policy = ckpt["args"]["policy"]
+    temperature = (
+        float(torch.exp(ckpt["learner"]["log_temperature"])) if policy == "heuristic" else 1.0
+    )
+    results = {"env_id": env_id, "data": name, "policy": policy, "checkpoint": str(args.checkpoint)}
+    for mode in ("greedy", "sampled"):
+        actor = Actor(
+            model,
+            policy,
+            temperature,
+            greedy=mode == "greedy",
+            generator=torch.Generator(args.device).manual_seed(args.seed),
+        )
+        start = time.perf_counter()
+        results[mode] = evaluate(model, generator, data, actor, args.batch_size, args.seed)
+        results[mode]["seconds"] = time.perf_counter() - start
+    print_table(results)
+    run_dir = Path(args.checkpoint)
+    run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    out = Path(args.output) if args.output else run_dir / f"eval_{name}.json"
+    if out.exists():
+        stem, k = out.with_suffix(""), 1
+        while (candidate := Path(f"{stem}.{k}.json")).exists():
+            k += 1
+        out = candidate
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+    return results
+
+
+def print_table(results: dict) -> None:
+    structure = "exact cross pairing" if "Crosses" in results["env_id"] else "subtree recovery"
+    print(f"{results['env_id']} on {results['data']} ({results['policy']} policy)")
+    print(f"{'metric':<34}{'greedy':>12}{'sampled':>12}")
+    g, s = results["greedy"], results["sampled"]
+    rows = [
+        (structure, "recovered"),
+        ("bracket F1", "bracket_f1"),
+        ("reconstruction MSE (px^2)", "recon_mse"),
+    ]
+    for label, key in rows:
+        print(f"{label:<34}{g[key]:>12.4f}{s[key]:>12.4f}")
+    for key in ("accuracy", "precision", "recall", "f1"):
+        print(
+            f"{'classifier ' + key:<34}{g['classifier'][key]:>12.5f}{s['classifier'][key]:>12.5f}"
+        )
+    for p, row in g["per_p"].items():
+        print(
+            f"{'  P=' + str(p) + ' ' + structure:<34}{row['recovered']:>12.4f}"
+            f"{s['per_p'][p]['recovered']:>12.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,295 @@
+"""REINFORCE-with-baseline co-training of an HTM model through the native vector env.
+
+python train/reinforce.py                                   # HTM-Crosses-v0, to the root
+python train/reinforce.py --env-id HTM-Trees-v0 --device cuda
+python train/reinforce.py --resume runs/<run_name>
+tensorboard --logdir runs
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import htm_gym
+from agents import checkpoint
+from agents.evaluation import evaluate, rollout_tokens
+from agents.policies import Actor
+from agents.reinforce import ReinforceConfig, ReinforceLearner
+from agents.rollout import EpisodeCollector
+from agents.schedules import Schedule, Stage
+from htm_gym.nets import HTMConfig, make_model
+from htm_gym.render import policy_diagram, reconstruction_figure
+from htm_gym.sim import DEFAULT_EMBED_DIM, build_generator
+from htm_gym.vector_env import HTMVectorEnv
+
+# Per-stage update counts, stage k making k merges and the last merging to the root.
+DEFAULT_STAGE_STEPS = {
+    "crosses": (100, 300, 300, 400, 400, 1500),
+    "trees": (100, 300, 300, 300, 300, 300, 1400),
+}
+
+
+@dataclass
+class Args:
+    env_id: str = "HTM-Crosses-v0"
+    """registered HTM env id"""
+    policy: Literal["learned", "heuristic", "random"] = "learned"
+    """merge policy: policy network (REINFORCE), minus one-step loss, or uniform"""
+    seed: int = 1
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
+    num_envs: int = 256
+    """episodes per update (one per vector-env row)"""
+    stage_steps: tuple[int, ...] = ()
+    """updates per curriculum stage (stage k: k merges; last: to the root); () = dataset default"""
+    lr: tuple[float, ...] = (2e-3,)
+    """learning rate per stage (one value: all stages)"""
+    lr_decay: float = 0.999
+    """multiplicative decay per update inside a stage"""
+    lr_floor: float = 2e-5
+    embed_dim: int | None = None
+    """embedding width (default: 18 crosses, 7 trees)"""
+    hidden_dim: int = 256
+    policy_hidden_dim: int = 64
+    noise_std: float = 0.01
+    lambda_step: tuple[float, ...] = (0.2,)
+    lambda_transport: tuple[float, ...] = (0.2,)
+    lambda_lifter: tuple[float, ...] = (0.01,)
+    lambda_encoder: tuple[float, ...] = (0.001,)
+    lambda_entropy: float = 3.0
+    working_entropy: float = 0.3
+    tau_start: float = 0.5
+    loss_power: float = 0.01
+    eval_every: int = 500
+    """updates between evaluations on a fixed generated validation set (0: never)"""
+    eval_instances: int = 2000
+    image_every: int = 1000
+    """updates between reconstruction / policy-diagram images (0: never)"""
+    checkpoint_every: int = 500
+    runs_dir: str = "runs"
+    run_name: str | None = None
+    resume: str | None = None
+    """a run directory or checkpoint to continue (its stored arguments are used)"""
+    max_updates: int = 0
+    """stop after this many updates in this invocation (0: run to the end)"""
+    max_skips: int = 20
+    """consecutive non-finite updates tolerated before stopping"""
+    progress: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
+    return device
+
+
+def per_stage(values: tuple[float, ...], n: int, name: str) -> list[float]:
+    if len(values) == 1:
+        return list(values) * n
+    if len(values) != n:
+        raise SystemExit(f"--{name} needs 1 or {n} values (one per stage), got {len(values)}")
+    return list(values)
+
+
+def build_schedule(args: Args, dataset: str, max_merges: int) -> Schedule:
+    steps = args.stage_steps or DEFAULT_STAGE_STEPS.get(dataset, (100,) * (max_merges + 1))
+    n = len(steps)
+    if n > max_merges + 1:
+        raise SystemExit(f"--stage-steps has {n} stages; {dataset} allows at most {max_merges + 1}")
+    cols = {
+        k: per_stage(getattr(args, k), n, k.replace("_", "-"))
+        for k in ("lr", "lambda_step", "lambda_transport", "lambda_lifter", "lambda_encoder")
+    }
+    stages = tuple(
+        Stage(
+            merges=None if k == n - 1 else k,
+            steps=steps[k],
+            lr=cols["lr"][k],
+            lr_decay=args.lr_decay,
+            lambda_step=cols["lambda_step"][k],
+            lambda_transport=cols["lambda_transport"][k],
+            lambda_lifter=cols["lambda_lifter"][k],
+            lambda_encoder=cols["lambda_encoder"][k],
+        )
+        for k in range(n)
+    )
+    return Schedule(
+        stages,
+        working_entropy=args.working_entropy,
+        tau_start=args.tau_start,
+        lr_floor=args.lr_floor,
+    )
+
+
+def round_seed(seed: int, update: int) -> int:
+    """Env seed of one update's episodes: independent streams per (run seed, update)."""
+    return int(np.random.SeedSequence([seed, update]).generate_state(1)[0])
+
+
+def log_images(writer, model, generator, data, learner, step: int) -> None:
+    actor = Actor(
+        model,
+        learner.config.policy,
+        learner.temperature,
+        generator=torch.Generator(learner.device).manual_seed(step),
+    )
+    r = rollout_tokens(model, generator, data, actor, seed=step)
+    truth = [data[i] for i in range(len(data))]
+    recs = [r["rec"][i, : len(t)] for i, t in enumerate(truth)]
+    writer.add_figure(
+        "images/reconstructions", reconstruction_figure(truth, recs, generator.image_size), step
+    )
+    children = [r["children"][i, : r["lengths"][i]] for i in range(len(data))]
+    writer.add_figure(
+        "images/policy_diagram", policy_diagram(children, list(data.num_tokens)), step
+    )
+
+
+def main(args: Args) -> Path:
+    resume = checkpoint.load(args.resume) if args.resume else None
+    if resume is not None:
+        stored = Args(**resume["args"])
+        args = replace(
+            stored, resume=args.resume, max_updates=args.max_updates, progress=args.progress
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    spec = htm_gym.ENV_IDS.get(args.env_id)
+    if spec is None:
+        raise SystemExit(f"unknown --env-id {args.env_id!r}; registered: {sorted(htm_gym.ENV_IDS)}")
+    generator = build_generator(spec["dataset"], spec.get("dataset_kwargs"))
+    max_merges = generator.max_tokens - 1
+    schedule = build_schedule(args, generator.name, max_merges)
+    config = HTMConfig(
+        token_dim=generator.token_dim,
+        embed_dim=args.embed_dim or DEFAULT_EMBED_DIM.get(generator.name, 16),
+        hidden_dim=args.hidden_dim,
+        policy_hidden_dim=args.policy_hidden_dim,
+        token_loc=generator.token_loc,
+        token_scale=generator.token_scale,
+        noise_std=args.noise_std,
+    )
+    torch.manual_seed(args.seed)
+    model = make_model(config, seed=args.seed, device=device)
+    learner = ReinforceLearner(
+        model,
+        schedule,
+        ReinforceConfig(
+            policy=args.policy, lambda_entropy=args.lambda_entropy, loss_power=args.loss_power
+        ),
+        seed=args.seed,
+    )
+    if resume is not None:
+        run_dir = Path(args.resume)
+        run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+        model.load_state_dict(resume["model"])
+        learner.load_state_dict(resume["learner"])
+        checkpoint.set_rng_state(resume["rng"])
+    else:
+        run_dir = checkpoint.new_run_dir(
+            args.runs_dir, args.run_name, f"{args.env_id}__{args.policy}__{args.seed}"
+        )
+        (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+    writer = SummaryWriter(str(run_dir), purge_step=learner.step if resume else None)
+    if resume is None:
+        table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    val = generator.sample(np.random.default_rng([args.seed, 2**31 - 1]), args.eval_instances)
+    shown = generator.sample(np.random.default_rng([args.seed, 2**31 - 2]), 8)
+
+    total, skips, venv, stage_idx = schedule.total_steps, 0, None, -1
+    end = total if not args.max_updates else min(total, learner.step + args.max_updates)
+    bar = tqdm(total=total, initial=learner.step, disable=not args.progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    while learner.step < end:
+        i, _ = schedule.stage_at(learner.step)
+        if i != stage_idx:  # a new curriculum stage: an env with that stage's merge budget
+            stage_idx, merges = i, schedule.stages[i].merges
+            venv = HTMVectorEnv(
+                args.num_envs,
+                dataset=generator,
+                model=model,
+                max_merges=merges or None,
+                array_type="torch",
+                device=device,
+            )
+            collector = EpisodeCollector(venv, seed=round_seed(args.seed, 10**9 + i))
+        seed = round_seed(args.seed, learner.step)
+        if schedule.stages[i].merges == 0:
+            episodes = collector.reset_round(seed=seed)
+        else:
+            episodes = collector.collect_round(learner, seed=seed)
+        step = learner.step
+        metrics = learner.update(episodes)
+        skips = skips + 1 if metrics["train/skipped"] else 0
+        if skips:
+            tqdm.write(
+                f"update {step}: non-finite loss or gradient, update skipped ({skips} in a row)"
+            )
+            if skips >= args.max_skips:
+                raise SystemExit(
+                    f"stopping: {skips} consecutive non-finite updates at update {step}; "
+                    "lower --lr or check the data"
+                )
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, step)
+        writer.add_scalar("train/stage", i, step)
+        writer.add_scalar(
+            "train/updates_per_s", (learner.step) / max(time.perf_counter() - start, 1e-9), step
+        )
+        bar.update(1)
+        bar.set_postfix(
+            stage=i,
+            recon_px=f"{metrics['recon/mse_px']:.3g}",
+            entropy=f"{metrics.get('policy/entropy', 0):.2f}",
+        )
+        done = learner.step == total
+        if args.eval_every and (learner.step % args.eval_every == 0 or done):
+            greedy = Actor(model, args.policy, learner.temperature, greedy=True)
+            result = evaluate(model, generator, val, greedy, seed=args.seed)
+            writer.add_scalar("eval/recovered", result["recovered"], step)
+            writer.add_scalar("eval/bracket_f1", result["bracket_f1"], step)
+            writer.add_scalar("eval/recon_mse_px", result["recon_mse"], step)
+            writer.add_scalar("eval/classifier_accuracy", result["classifier"]["accuracy"], step)
+        if args.image_every and (learner.step % args.image_every == 0 or done):
+            log_images(writer, model, generator, shown, learner, step)
+        if learner.step % args.checkpoint_every == 0 or learner.step == end:
+            checkpoint.save(
+                run_dir / "checkpoint.pt",
+                {
+                    "config": asdict(config),
+                    "model": model.state_dict(),
+                    "learner": learner.state_dict(),
+                    "args": asdict(args),
+                    "rng": checkpoint.rng_state(),
+                    "env_id": args.env_id,
+                    "wall_time_s": time.perf_counter() - start,
+                },
+            )
+    bar.close()
+    writer.close()
+    print(
+        f"run directory: {run_dir}  ({learner.step}/{total} updates, "
+        f"{time.perf_counter() - start:.0f}s this invocation)"
+    )
+    return run_dir
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
