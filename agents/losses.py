@@ -18,7 +18,11 @@ MASK_VALUE = -1e9  # finite, so p * log p stays 0 (not NaN) at masked entries, g
 
 @dataclass(frozen=True)
 class Weights:
-    """lambda_s, lambda_t, lambda_l, lambda_e of the HTM loss, and the bias factor's inputs."""
+    """lambda_s, lambda_t, lambda_l, lambda_e of the HTM loss, and the bias factor's inputs.
+
+    ``recon`` weighs L_r (1 in the report); with the model's token normalisation it sets
+    how L_r in normalised units balances the embedding-space terms.
+    """
 
     step: float = 0.2
     transport: float = 0.2
@@ -26,6 +30,7 @@ class Weights:
     encoder: float = 0.001
     depth: float = 1.0  # d_c
     loss_power: float = 0.01  # l_p
+    recon: float = 1.0
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -39,17 +44,14 @@ def htm_terms(
     model: HTMModel, state: core.MergeState, step_losses: Tensor, tau: float
 ) -> dict[str, Tensor]:
     """Per-instance terms (B,) of the HTM loss after teacher-forced unmerging, plus the
-    down tree (for the classifier) under key ``down``. ``recon`` is in token units
-    squared; the other terms are in embedding units."""
+    down tree (for the classifier) under key ``down``. ``recon`` is in the model's
+    normalised token units (token units / token_scale), the others in embedding units."""
     s = state.num_slots
     up = state.tree  # (B, 2S-1, E)
     down = core.unmerge(model, state, teacher_mix=tau)  # (B, 2S-1, E)
     real = core.token_mask(state)  # (B, S)
-    # L_r in token units (pixels), as the original computed it. In normalised units it
-    # would be token_scale^2 times smaller than the embedding L2 penalties it is balanced
-    # against, and the model would keep its embeddings too small to outvoice the noise.
-    target = state.tokens  # (B, S, T)
-    recon = model.unlift(down[:, :s])  # (B, S, T) token units
+    target = model.normalize(state.tokens)  # (B, S, T)
+    recon = model.unlifter(down[:, :s])  # (B, S, T) normalised units
     exists = core.node_mask(state)  # (B, 2S-1)
     is_root = core.root_mask(state)
     ids = torch.arange(2 * s - 1, device=up.device)[None, :]
@@ -72,7 +74,7 @@ def bias_factor(num_tokens: Tensor, depth: float, loss_power: float) -> Tensor:
 
 def htm_loss(terms: dict[str, Tensor], num_tokens: Tensor, w: Weights) -> Tensor:
     per_instance = (
-        terms["recon"]
+        w.recon * terms["recon"]
         + w.step * terms["step"]
         + w.transport * terms["transport"]
         + w.lifter * terms["lifter"]

@@ -33,6 +33,7 @@ class ReinforceConfig:
     entropy_floor: float = 5e-4  # below it the temperature optimiser pauses (report 3.4.3)
     baseline_size: int = 50_000  # rewards kept per merge depth for the running baseline
     loss_power: float = 0.01
+    lambda_recon: float = 1.0
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
@@ -170,7 +171,7 @@ class ReinforceLearner:
             "loss/encoder_l2": terms["encoder"].mean(),
             "loss/classifier": cls_loss,
             "classifier/train_accuracy": cls_acc,
-            "recon/mse_px": terms["recon"].mean(),
+            "recon/mse_px": terms["recon"].mean() * self.model.token_scale**2,
         }
         total = htm + cls_loss
         entropy = None

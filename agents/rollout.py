@@ -42,19 +42,9 @@ class EpisodeCollector:
         """Step until at least ``min_episodes`` episodes have finished; return them all."""
         done: list[EpisodeBatch] = []
         count = 0
-        s = self.venv.sim.S
         while count < min_episodes:
-            mask = self.info["action_mask"]
-            acting = mask.any(1)  # rows not being autoreset this step
-            actions = learner.act(self.obs, mask)
-            self.obs, reward, term, trunc, self.info = self.venv.step(actions)
-            self.env_steps += int(acting.sum())
-            merged = acting & ~self.info["illegal_action"]
-            step_oh = torch.nn.functional.one_hot(self.lengths.clamp(max=s - 2), s - 1).bool()
-            step_oh &= merged[:, None]
-            self.actions = torch.where(step_oh, actions[:, None], self.actions)
-            self.rewards = torch.where(step_oh, reward[:, None], self.rewards)
-            self.lengths += merged.long()
+            acting = self.info["action_mask"].any(1)  # rows not being autoreset this step
+            term, trunc = self._step(learner, acting)
             ended = term | trunc
             if bool(ended.any()):
                 idx = ended.nonzero().squeeze(1)
@@ -85,7 +75,7 @@ class EpisodeCollector:
         self.actions.fill_(-1)
         self.rewards.zero_()
         self.lengths.zero_()
-        b, s = self.venv.num_envs, self.venv.sim.S
+        b = self.venv.num_envs
         final = EpisodeBatch(
             tokens=self.tokens,
             num_tokens=self.num_tokens,
@@ -97,16 +87,8 @@ class EpisodeCollector:
         )
         finished = torch.zeros(b, dtype=torch.bool, device=self.venv.device)
         while not bool(finished.all()):
-            actions = learner.act(self.obs, self.info["action_mask"])
             acting = ~finished
-            self.obs, reward, term, trunc, self.info = self.venv.step(actions)
-            self.env_steps += int(acting.sum())
-            merged = acting & ~self.info["illegal_action"]
-            step_oh = torch.nn.functional.one_hot(self.lengths.clamp(max=s - 2), s - 1).bool()
-            step_oh &= merged[:, None]
-            self.actions = torch.where(step_oh, actions[:, None], self.actions)
-            self.rewards = torch.where(step_oh, reward[:, None], self.rewards)
-            self.lengths += merged.long()
+            term, trunc = self._step(learner, acting)
             ended = (term | trunc) & acting
             finished |= ended
             final = EpisodeBatch(
@@ -135,6 +117,20 @@ class EpisodeCollector:
             lengths=torch.zeros(b, dtype=torch.long, device=dev),
             terminated=torch.zeros(b, dtype=torch.bool, device=dev),
         )
+
+    def _step(self, learner: Learner, acting: Tensor) -> tuple[Tensor, Tensor]:
+        """One env step; records the merge made by each ``acting`` row. -> (term, trunc)"""
+        s = self.venv.sim.S
+        actions = learner.act(self.obs, self.info["action_mask"])
+        self.obs, reward, term, trunc, self.info = self.venv.step(actions)
+        self.env_steps += int(acting.sum())
+        merged = acting & ~self.info["illegal_action"]
+        step_oh = torch.nn.functional.one_hot(self.lengths.clamp(max=s - 2), s - 1).bool()
+        step_oh &= merged[:, None]
+        self.actions = torch.where(step_oh, actions[:, None], self.actions)
+        self.rewards = torch.where(step_oh, reward[:, None], self.rewards)
+        self.lengths += merged.long()
+        return term, trunc
 
     def _take(self, idx: Tensor, terminated: Tensor) -> EpisodeBatch:
         return EpisodeBatch(

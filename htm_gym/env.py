@@ -12,7 +12,7 @@ import torch
 from htm_gym.datasets import TokenGenerator
 from htm_gym.nets import HTMModel
 from htm_gym.render import render_tokens
-from htm_gym.sim import MergeSim, build_generator, build_model, check_options, draw_episode
+from htm_gym.sim import draw_episode, make_sim
 
 RESET_OPTIONS = ("tokens",)
 
@@ -92,18 +92,23 @@ class HTMEnv(gym.Env):
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.generator = build_generator(dataset, dataset_kwargs)
-        model = build_model(
-            self.generator, model, checkpoint, embed_dim, hidden_dim, noise_std, model_seed, device
-        )
-        options = check_options(
-            self.generator.max_tokens,
+        self.sim = make_sim(
+            1,
+            dataset,
+            dataset_kwargs,
+            model,
+            checkpoint,
+            embed_dim,
+            hidden_dim,
+            noise_std,
+            model_seed,
             max_merges,
             illegal_action,
             illegal_penalty,
             step_limit,
+            device,
         )
-        self.sim = MergeSim(model, self.generator, 1, options)
+        self.generator = self.sim.generator
         self.observation_space = self.sim.observation_space()
         self.action_space = self.sim.action_space()
         self.render_mode = render_mode

@@ -241,3 +241,30 @@ class MergeSim:
 
     def action_mask(self) -> Tensor:  # (B, S*S) int8
         return core.legal_pairs(self.state.active).reshape(self.num_envs, -1).to(torch.int8)
+
+
+def make_sim(
+    num_envs: int,
+    dataset: str | TokenGenerator,
+    dataset_kwargs: dict | None,
+    model: HTMModel | None,
+    checkpoint: str | Path | None,
+    embed_dim: int | None,
+    hidden_dim: int,
+    noise_std: float,
+    model_seed: int | None,
+    max_merges: int | None,
+    illegal_action: str,
+    illegal_penalty: float,
+    step_limit: int | None,
+    device: str | torch.device,
+) -> MergeSim:
+    """The validated dynamics behind both env faces (their shared constructor arguments)."""
+    generator = build_generator(dataset, dataset_kwargs)
+    model = build_model(
+        generator, model, checkpoint, embed_dim, hidden_dim, noise_std, model_seed, device
+    )
+    options = check_options(
+        generator.max_tokens, max_merges, illegal_action, illegal_penalty, step_limit
+    )
+    return MergeSim(model, generator, num_envs, options)

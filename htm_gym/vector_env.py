@@ -15,7 +15,7 @@ from htm_gym.datasets import TokenGenerator
 from htm_gym.env import HTMEnv
 from htm_gym.nets import HTMModel
 from htm_gym.render import render_tokens
-from htm_gym.sim import MergeSim, build_generator, build_model, check_options, draw_episode
+from htm_gym.sim import draw_episode, make_sim
 
 ARRAY_TYPES = ("numpy", "torch")
 
@@ -73,18 +73,23 @@ class HTMVectorEnv(VectorEnv):
             raise ValueError(f"array_type must be one of {ARRAY_TYPES}, got {array_type!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.generator = build_generator(dataset, dataset_kwargs)
-        model = build_model(
-            self.generator, model, checkpoint, embed_dim, hidden_dim, noise_std, model_seed, device
-        )
-        options = check_options(
-            self.generator.max_tokens,
+        self.sim = make_sim(
+            num_envs,
+            dataset,
+            dataset_kwargs,
+            model,
+            checkpoint,
+            embed_dim,
+            hidden_dim,
+            noise_std,
+            model_seed,
             max_merges,
             illegal_action,
             illegal_penalty,
             step_limit,
+            device,
         )
-        self.sim = MergeSim(model, self.generator, num_envs, options)
+        self.generator = self.sim.generator
         self.num_envs = num_envs
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.autoreset_mode = mode

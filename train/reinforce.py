@@ -64,6 +64,10 @@ class Args:
     hidden_dim: int = 256
     policy_hidden_dim: int = 64
     noise_std: float = 0.01
+    token_scale: float | None = None
+    """token units per normalised unit inside the model (default: the dataset's)"""
+    lambda_recon: float = 1.0
+    """weight of L_r, measured in normalised token units"""
     lambda_step: tuple[float, ...] = (0.2,)
     lambda_transport: tuple[float, ...] = (0.2,)
     lambda_lifter: tuple[float, ...] = (0.01,)
