@@ -33,8 +33,7 @@ class ReinforceConfig:
     entropy_floor: float = 5e-4  # below it the temperature optimiser pauses (report 3.4.3)
     baseline_size: int = 50_000  # rewards kept per merge depth for the running baseline
     loss_power: float = 0.01
-    lambda_recon: float = 1.0
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # per optimiser group, so one loss cannot shrink another's step
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -159,6 +158,7 @@ class ReinforceLearner:
             stage.lambda_encoder,
             sched.depth(self.step, s - 1),
             cfg.loss_power,
+            stage.lambda_recon,
         )
         htm = losses.htm_loss(terms, episodes.num_tokens, weights)
         cls_loss, cls_acc = losses.classifier_loss(self.model, state, terms["down"])
@@ -197,8 +197,8 @@ class ReinforceLearner:
         for opt in (self.htm_opt, self.cls_opt, self.policy_opt, self.temp_opt):
             opt.zero_grad(set_to_none=True)
         total.backward()
-        norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        if not torch.isfinite(norm):
+        norms = [nn.utils.clip_grad_norm_(g, cfg.grad_clip) for g in self._groups()]
+        if not all(torch.isfinite(n) for n in norms):
             return self._skip(metrics)
         self.htm_opt.step()
         self.cls_opt.step()
@@ -214,6 +214,12 @@ class ReinforceLearner:
         metrics["train/skipped"] = torch.tensor(0.0)
         self.step += 1
         return {k: float(v.detach()) for k, v in metrics.items()}
+
+    def _groups(self) -> list[list[Tensor]]:
+        return [
+            [p for group in opt.param_groups for p in group["params"]]
+            for opt in (self.htm_opt, self.cls_opt, self.policy_opt)
+        ]
 
     def _skip(self, metrics: dict[str, Tensor]) -> dict[str, float]:
         """A non-finite loss or gradient: drop this update (the caller counts these)."""

@@ -18,6 +18,7 @@ class Stage:
     lambda_transport: float = 0.2
     lambda_lifter: float = 0.01
     lambda_encoder: float = 0.001
+    lambda_recon: float = 1.0
 
     def __post_init__(self) -> None:
         if self.merges is not None and self.merges < 0:

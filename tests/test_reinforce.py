@@ -64,6 +64,10 @@ def test_htm_terms_by_hand():
         + 0.001 * terms["encoder"]
     )
     assert torch.allclose(total, expected[0], atol=1e-6)
+    heavier = losses.htm_loss(
+        terms, state.num_tokens, losses.Weights(0.2, 0.3, 0.01, 0.001, 4.0, 0.5, 3.0)
+    )
+    assert torch.allclose(heavier - total, fb * 2.0 * terms["recon"][0], atol=1e-6)
     loss, acc = losses.classifier_loss(model, state, terms["down"])
     assert loss > 0 and 0 <= acc <= 1
 

@@ -72,6 +72,14 @@ def test_resume_equals_uninterrupted(tmp_path, policy):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def test_per_stage_arguments_reach_the_schedule():
+    args = reinforce.Args(stage_steps=(1, 2, 3), lambda_recon=(1.0, 2.0, 3.0), lr=(1e-3,))
+    sched = reinforce.build_schedule(args, "crosses", 5)
+    assert [st.lambda_recon for st in sched.stages] == [1.0, 2.0, 3.0]
+    assert [st.merges for st in sched.stages] == [0, 1, None]
+    assert all(st.lr == 1e-3 for st in sched.stages)
+
+
 def test_trees_smoke(tmp_path):
     run = reinforce.main(
         _args(

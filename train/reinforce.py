@@ -66,8 +66,8 @@ class Args:
     noise_std: float = 0.01
     token_scale: float | None = None
     """token units per normalised unit inside the model (default: the dataset's)"""
-    lambda_recon: float = 1.0
-    """weight of L_r, measured in normalised token units"""
+    lambda_recon: tuple[float, ...] = (1.0,)
+    """weight of L_r per stage, L_r measured in normalised token units"""
     lambda_step: tuple[float, ...] = (0.2,)
     lambda_transport: tuple[float, ...] = (0.2,)
     lambda_lifter: tuple[float, ...] = (0.01,)
@@ -117,7 +117,14 @@ def build_schedule(args: Args, dataset: str, max_merges: int) -> Schedule:
         raise SystemExit(f"--stage-steps has {n} stages; {dataset} allows at most {max_merges + 1}")
     cols = {
         k: per_stage(getattr(args, k), n, k.replace("_", "-"))
-        for k in ("lr", "lambda_step", "lambda_transport", "lambda_lifter", "lambda_encoder")
+        for k in (
+            "lr",
+            "lambda_step",
+            "lambda_transport",
+            "lambda_lifter",
+            "lambda_encoder",
+            "lambda_recon",
+        )
     }
     stages = tuple(
         Stage(
@@ -129,6 +136,7 @@ def build_schedule(args: Args, dataset: str, max_merges: int) -> Schedule:
             lambda_transport=cols["lambda_transport"][k],
             lambda_lifter=cols["lambda_lifter"][k],
             lambda_encoder=cols["lambda_encoder"][k],
+            lambda_recon=cols["lambda_recon"][k],
         )
         for k in range(n)
     )
