@@ -40,6 +40,27 @@ class EpisodeBatch:
             }
         )
 
+    def split_by_tokens(self) -> list[EpisodeBatch]:
+        """One batch per token count P, each cut to P slots (actions re-indexed to P*P)."""
+        out = []
+        s = self.tokens.shape[1]
+        for p in torch.unique(self.num_tokens).tolist():
+            idx = (self.num_tokens == p).nonzero().squeeze(1)
+            a = self.actions[idx, : p - 1]
+            actions = torch.where(a >= 0, (a // s) * p + a % s, a)
+            out.append(
+                EpisodeBatch(
+                    tokens=self.tokens[idx, :p],
+                    num_tokens=self.num_tokens[idx],
+                    noise=self.noise[idx, : 2 * p - 1],
+                    actions=actions,
+                    rewards=self.rewards[idx, : p - 1],
+                    lengths=self.lengths[idx],
+                    terminated=self.terminated[idx],
+                )
+            )
+        return out
+
     def returns(self) -> Tensor:  # (N,)
         return self.rewards.sum(1)
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents import losses
@@ -127,30 +128,11 @@ class ReinforceLearner:
         s = episodes.tokens.shape[1]
         if self.baseline is None:
             self.baseline = RunningBaseline(s - 1, cfg.baseline_size).to(self.device)
-
-        logps, ents, valids = [], [], []
-
-        def score(state: core.MergeState, t: int, apply: Tensor) -> None:
-            legal = core.legal_pairs(state.active).flatten(1)
-            logits = pair_logits(cfg.policy, self.model, core.nodes(state).detach())
-            if cfg.policy != "learned":  # heuristic scores must not train the merger
-                logits = logits.detach()
-            logp = losses.masked_log_probs(logits, legal, self.temperature())
-            a = episodes.actions[:, t].clamp(min=0)
-            logps.append(logp.gather(1, a[:, None]).squeeze(1))
-            ents.append(losses.normalized_entropy(logp, legal))
-            valids.append(apply)
-
-        state, step_losses = core.replay(
-            self.model,
-            episodes.tokens,
-            episodes.num_tokens,
-            episodes.noise,
-            episodes.actions,
-            episodes.lengths,
-            before_merge=score,
-        )
-        terms = losses.htm_terms(self.model, state, step_losses, tau)
+        # One replay per token count P: a padded batch would spend the longest episode's
+        # merges on every row (2.2x slower on crosses, `python -m htm_gym.bench`).
+        parts = [self._replay(g, tau, s) for g in episodes.split_by_tokens()]
+        cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        terms = {k: cat[k] for k in ("recon", "step", "transport", "lifter", "encoder")}
         weights = losses.Weights(
             stage.lambda_step,
             stage.lambda_transport,
@@ -160,8 +142,9 @@ class ReinforceLearner:
             cfg.loss_power,
             stage.lambda_recon,
         )
-        htm = losses.htm_loss(terms, episodes.num_tokens, weights)
-        cls_loss, cls_acc = losses.classifier_loss(self.model, state, terms["down"])
+        htm = losses.htm_loss(terms, cat["num_tokens"], weights)
+        cls_loss = torch.nn.functional.cross_entropy(cat["cls_logits"], cat["cls_labels"])
+        cls_acc = (cat["cls_logits"].argmax(-1) == cat["cls_labels"]).float().mean()
         metrics = {
             "loss/htm": htm,
             "loss/recon": terms["recon"].mean(),
@@ -175,15 +158,13 @@ class ReinforceLearner:
         }
         total = htm + cls_loss
         entropy = None
-        if logps:
-            valid = torch.stack(valids, 1)  # (N, D)
-            logp, ent = torch.stack(logps, 1), torch.stack(ents, 1)
-            entropy = losses.masked_mean(ent, valid).mean() if valid.any() else ent.sum() * 0
+        valid, logp, ent = cat["valid"], cat["logp"], cat["entropy"]  # (N, S-1) each
+        if valid.any():
+            entropy = losses.masked_mean(ent, valid)[valid.any(1)].mean()
             metrics["policy/entropy"] = entropy
             metrics["policy/entropy_target"] = torch.tensor(target)
             if cfg.policy == "learned":
-                d = valid.shape[1]
-                adv = self.baseline.advantages(episodes.rewards[:, :d], valid)
+                adv = self.baseline.advantages(cat["rewards"], valid)
                 pg = -(logp * adv.detach() * valid).sum(1).mean()
                 l2 = sum(p.pow(2).sum() for p in self.model.policy.parameters())
                 policy = pg + cfg.lambda_entropy * (entropy - target).abs() + cfg.policy_l2 * l2
@@ -206,14 +187,47 @@ class ReinforceLearner:
             self.policy_opt.step()
         if cfg.policy == "heuristic" and entropy is not None:
             metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
-        valid_r = torch.arange(s - 1, device=self.device)[None, :] < episodes.lengths[:, None]
-        self.baseline.push(episodes.rewards, valid_r)
-        metrics["reward/mean_step"] = episodes.rewards[valid_r].mean() if valid_r.any() else htm * 0
+        self.baseline.push(cat["rewards"], valid)
+        metrics["reward/mean_step"] = cat["rewards"][valid].mean() if valid.any() else htm * 0
         metrics["train/lr"] = torch.tensor(sched.lr(self.step))
         metrics["train/tau"] = torch.tensor(tau)
         metrics["train/skipped"] = torch.tensor(0.0)
         self.step += 1
         return {k: float(v.detach()) for k, v in metrics.items()}
+
+    def _replay(self, g: EpisodeBatch, tau: float, s: int) -> dict[str, Tensor]:
+        """Replay one group of episodes with gradients. Per-instance HTM terms, classifier
+        logits/labels per node, and per-step log pi, entropy, validity and rewards padded
+        to ``s - 1`` steps."""
+        kind = self.config.policy
+        logps, ents = [], []
+
+        def score(state: core.MergeState, t: int, apply: Tensor) -> None:
+            legal = core.legal_pairs(state.active).flatten(1)
+            logits = pair_logits(kind, self.model, core.nodes(state).detach())
+            if kind != "learned":  # heuristic scores must not train the merger
+                logits = logits.detach()
+            logp = losses.masked_log_probs(logits, legal, self.temperature())
+            logps.append(logp.gather(1, g.actions[:, t].clamp(min=0)[:, None]).squeeze(1))
+            ents.append(losses.normalized_entropy(logp, legal))
+
+        state, step_losses = core.replay(
+            self.model, g.tokens, g.num_tokens, g.noise, g.actions, g.lengths, before_merge=score
+        )
+        out = losses.htm_terms(self.model, state, step_losses, tau)
+        exists = core.node_mask(state)
+        ids = torch.arange(exists.shape[1], device=exists.device)[None, :]
+        out["cls_logits"] = self.model.classifier(out.pop("down").detach())[exists]
+        out["cls_labels"] = (ids >= state.num_tokens[:, None]).expand_as(exists)[exists].long()
+        n, d = len(g), g.actions.shape[1]
+        steps = torch.arange(s - 1, device=self.device)[None, :]
+        pad = (0, s - 1 - len(logps))
+        out["logp"] = F.pad(torch.stack(logps, 1), pad) if logps else g.rewards.new_zeros(n, s - 1)
+        out["entropy"] = F.pad(torch.stack(ents, 1), pad) if ents else g.rewards.new_zeros(n, s - 1)
+        out["valid"] = steps < g.lengths[:, None]
+        out["rewards"] = F.pad(g.rewards, (0, s - 1 - d))
+        out["num_tokens"] = g.num_tokens
+        return out
 
     def _groups(self) -> list[list[Tensor]]:
         return [

@@ -16,6 +16,9 @@ import numpy as np
 import torch
 import tyro
 
+from htm_gym import core
+from htm_gym.datasets import make_generator
+from htm_gym.nets import HTMConfig, make_model
 from htm_gym.vector_env import HTMVectorEnv, make_sync_reference
 
 
@@ -32,6 +35,43 @@ class Args:
     threads: int = 0
     """torch intra-op threads (0: torch's default)"""
     seed: int = 0
+    padding_batch: int = 4096
+    """instances in the padded-vs-grouped comparison of the core (0: skip it)"""
+
+
+@torch.no_grad()
+def rollout_seconds(model, tokens: torch.Tensor, num: torch.Tensor, repeats: int = 3) -> float:
+    """Best-of time of a to-root random-legal rollout of one batch through the core."""
+    s, e = tokens.shape[1], model.embed_dim
+    gen = torch.Generator(tokens.device).manual_seed(0)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state = core.lift(
+            model, tokens, num, torch.zeros(len(num), 2 * s - 1, e, device=tokens.device)
+        )
+        for _ in range(int(num.max()) - 1):
+            legal = core.legal_pairs(state.active).flatten(1)
+            a = (torch.rand(legal.shape, generator=gen, device=tokens.device) * legal).argmax(1)
+            state, _ = core.merge(model, state, a // s, a % s, legal.any(1))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def padding_vs_grouping(n: int, device: str, seed: int) -> dict:
+    """Crosses (P in {2, 4, 6}): one padded batch vs one batch per P, merges per second."""
+    gen = make_generator("crosses")
+    data = gen.sample(np.random.default_rng(seed), n)
+    model = make_model(HTMConfig(token_dim=4, token_loc=64, token_scale=64), device=device)
+    tokens = torch.as_tensor(np.nan_to_num(data.tokens), device=device)
+    num = torch.as_tensor(data.num_tokens, device=device)
+    merges = int((num - 1).sum())
+    padded = rollout_seconds(model, tokens, num)
+    grouped = 0.0
+    for p in np.unique(data.num_tokens):
+        sel = torch.as_tensor(data.num_tokens == p, device=device)
+        grouped += rollout_seconds(model, tokens[sel][:, :p].contiguous(), num[sel])
+    return {"padded": merges / padded, "grouped": merges / grouped}
 
 
 def random_legal(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -68,6 +108,13 @@ def main(args: Args) -> list[dict]:
     print(f"{'dataset':<10}{'native merges/s':>18}{'sync merges/s':>16}{'ratio':>9}")
     for r in rows:
         print(f"{r['dataset']:<10}{r['native']:>18,.0f}{r['sync']:>16,.0f}{r['ratio']:>8.1f}x")
+    if args.padding_batch:
+        pg = padding_vs_grouping(args.padding_batch, args.device, args.seed)
+        print(f"\nmixed P (crosses, {args.padding_batch} instances, core rollout to the root):")
+        print(
+            f"  one padded batch: {pg['padded']:,.0f} merges/s;  one batch per P: "
+            f"{pg['grouped']:,.0f} merges/s  (padded/grouped = {pg['padded'] / pg['grouped']:.2f})"
+        )
     return rows
 
 

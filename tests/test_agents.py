@@ -39,3 +39,20 @@ def test_collected_episodes_replay_to_the_env_rewards():
     # the next collection continues the running episodes: no env step is lost
     more = collector.collect(RandomAgent(seed=2), min_episodes=5)
     assert len(more) >= 5
+
+
+def test_split_by_tokens_replays_each_group_exactly():
+    venv = HTMVectorEnv(16, array_type="torch", hidden_dim=32)
+    episodes = EpisodeCollector(venv, seed=3).collect_round(RandomAgent(seed=4), seed=5)
+    groups = episodes.split_by_tokens()
+    assert sorted(int(g.num_tokens[0]) for g in groups) == sorted(set(episodes.num_tokens.tolist()))
+    assert sum(len(g) for g in groups) == len(episodes)
+    with torch.no_grad():
+        for g in groups:
+            p = int(g.num_tokens[0])
+            assert g.tokens.shape[1] == p and (g.num_tokens == p).all()
+            state, losses = core.replay(
+                venv.model, g.tokens, g.num_tokens, g.noise, g.actions, g.lengths
+            )
+            assert torch.allclose(-losses, g.rewards, atol=1e-5)
+            assert (state.active.sum(1) == 1).all()

@@ -112,5 +112,6 @@ def test_script_errors(tmp_path):
 def test_bench_runs():
     from htm_gym import bench
 
-    rows = bench.main(bench.Args(num_envs=4, steps=3, sync_steps=2, datasets=("trees",)))
+    args = bench.Args(num_envs=4, steps=3, sync_steps=2, datasets=("trees",), padding_batch=64)
+    rows = bench.main(args)
     assert rows[0]["native"] > 0 and rows[0]["sync"] > 0
