@@ -67,3 +67,16 @@ class Actor:
         logits = pair_logits(self.kind, self.model, obs["nodes"])
         logp = masked_log_probs(logits, action_mask.bool(), temp)
         return sample(logp, self.generator, self.greedy)
+
+
+class HeuristicAgent(Actor):
+    """The report's heuristic policy (section 3.2.3): merge probabilities from minus the
+    one-step loss of each pair under ``model``, at ``temperature`` (0 < T; greedy=True for
+    argmax). It learns nothing itself; ``train/reinforce.py --policy heuristic`` tunes T."""
+
+    def __init__(
+        self, model: HTMModel, temperature: float = 1.0, greedy: bool = False, seed: int = 0
+    ) -> None:
+        device = next(model.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(seed)
+        super().__init__(model, "heuristic", temperature, greedy, gen)

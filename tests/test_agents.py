@@ -56,3 +56,17 @@ def test_split_by_tokens_replays_each_group_exactly():
             )
             assert torch.allclose(-losses, g.rewards, atol=1e-5)
             assert (state.active.sum(1) == 1).all()
+
+
+def test_heuristic_agent_prefers_the_lowest_one_step_loss():
+    from agents import HeuristicAgent
+    from agents.policies import all_pair_step_losses
+
+    venv = HTMVectorEnv(6, array_type="torch", hidden_dim=32)
+    obs, info = venv.reset(seed=0)
+    agent = HeuristicAgent(venv.model, greedy=True)
+    a = agent.act(obs, info["action_mask"])
+    losses = all_pair_step_losses(venv.model, obs["nodes"]).flatten(1)
+    losses = losses.masked_fill(~info["action_mask"].bool(), float("inf"))
+    assert torch.equal(a, losses.argmin(1))
+    assert info["action_mask"].gather(1, a[:, None]).all()
