@@ -72,12 +72,60 @@ def test_resume_equals_uninterrupted(tmp_path, policy):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def test_model_arguments_reach_the_checkpoint(tmp_path):
+    run = reinforce.main(
+        _args(
+            tmp_path,
+            stage_steps=(1, 1),
+            eval_every=0,
+            image_every=0,
+            token_scale=2.0,
+            noise_std=0.02,
+            embed_dim=5,
+            policy="heuristic",
+            lambda_entropy=1.5,
+            loss_power=0.3,
+        )
+    )
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    cfg = ckpt["config"]
+    assert (cfg["token_scale"], cfg["noise_std"], cfg["embed_dim"]) == (2.0, 0.02, 5)
+    assert (cfg["hidden_dim"], cfg["policy_hidden_dim"]) == (16, 8)
+    learner = ckpt["learner"]["config"]
+    assert (learner["policy"], learner["lambda_entropy"], learner["loss_power"]) == (
+        "heuristic",
+        1.5,
+        0.3,
+    )
+
+
 def test_per_stage_arguments_reach_the_schedule():
     args = reinforce.Args(stage_steps=(1, 2, 3), lambda_recon=(1.0, 2.0, 3.0), lr=(1e-3,))
     sched = reinforce.build_schedule(args, "crosses", 5)
     assert [st.lambda_recon for st in sched.stages] == [1.0, 2.0, 3.0]
     assert [st.merges for st in sched.stages] == [0, 1, None]
     assert all(st.lr == 1e-3 for st in sched.stages)
+    args = reinforce.Args(
+        stage_steps=(1, 2),
+        lambda_step=(0.5,),
+        lambda_transport=(0.6, 0.7),
+        lambda_lifter=(0.1,),
+        lambda_encoder=(0.2,),
+        lr_decay=0.9,
+        lr_floor=1e-6,
+        working_entropy=0.4,
+        tau_start=0.3,
+    )
+    sched = reinforce.build_schedule(args, "crosses", 5)
+    assert [st.lambda_transport for st in sched.stages] == [0.6, 0.7]
+    st = sched.stages[1]
+    assert (st.lambda_step, st.lambda_lifter, st.lambda_encoder, st.lr_decay) == (
+        0.5,
+        0.1,
+        0.2,
+        0.9,
+    )
+    assert (sched.lr_floor, sched.working_entropy, sched.tau_start) == (1e-6, 0.4, 0.3)
 
 
 def test_trees_smoke(tmp_path):

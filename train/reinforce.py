@@ -194,7 +194,7 @@ def main(args: Args) -> Path:
         hidden_dim=args.hidden_dim,
         policy_hidden_dim=args.policy_hidden_dim,
         token_loc=generator.token_loc,
-        token_scale=generator.token_scale,
+        token_scale=args.token_scale or generator.token_scale,
         noise_std=args.noise_std,
     )
     torch.manual_seed(args.seed)
