@@ -23,6 +23,7 @@ def rollout_tokens(
     policy: Learner,
     batch_size: int = 4096,
     seed: int = 0,
+    noise_std: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Merge every instance of ``data`` to the root with ``policy`` in the vector env.
 
@@ -37,7 +38,9 @@ def rollout_tokens(
         tok = data.tokens[start : start + batch_size]
         num = data.num_tokens[start : start + batch_size]
         if venv is None or venv.num_envs != len(num):
-            venv = HTMVectorEnv(len(num), dataset=generator, model=model, array_type="torch")
+            venv = HTMVectorEnv(
+                len(num), dataset=generator, model=model, array_type="torch", noise_std=noise_std
+            )
         collector = EpisodeCollector(venv, seed=seed)
         eps = collector.collect_round(
             policy, seed=seed + start, options={"tokens": tok, "num_tokens": num}
@@ -67,9 +70,10 @@ def evaluate(
     policy: Learner,
     batch_size: int = 4096,
     seed: int = 0,
+    noise_std: float | None = None,
 ) -> dict[str, Any]:
     """Structure, reconstruction and classifier metrics of ``policy`` on ``data``."""
-    r = rollout_tokens(model, generator, data, policy, batch_size, seed)
+    r = rollout_tokens(model, generator, data, policy, batch_size, seed, noise_std)
     num = data.num_tokens
     real = np.arange(data.tokens.shape[1])[None, :] < num[:, None]
     sq = np.where(real[..., None], (r["rec"] - np.nan_to_num(data.tokens)) ** 2, 0.0)

@@ -63,7 +63,9 @@ class HTMEnv(gym.Env):
       ``{"variant": "wide"}``).
     - ``model`` (an :class:`~htm_gym.nets.HTMModel`, shared, not copied) or ``checkpoint``
       (a path); otherwise a fresh model from ``model_seed`` with ``embed_dim`` (18 for
-      crosses, 7 for trees), ``hidden_dim`` and ``noise_std``.
+      crosses, 7 for trees) and ``hidden_dim``.
+    - ``noise_std``: std of the Gaussian noise added to every node on creation; default
+      the model's own (0.01 for a fresh model). ``0`` gives noise-free inference.
     - ``max_merges``, ``illegal_action``, ``illegal_penalty``, ``step_limit``: above.
     - ``device``: torch device of the model's computation; observations are NumPy.
     - ``render_mode="rgb_array"``: ``render()`` draws the tokens coloured by current
@@ -80,7 +82,7 @@ class HTMEnv(gym.Env):
         checkpoint: str | Path | None = None,
         embed_dim: int | None = None,
         hidden_dim: int = 256,
-        noise_std: float = 0.01,
+        noise_std: float | None = None,
         model_seed: int | None = 0,
         max_merges: int | None = None,
         illegal_action: str = "penalize",

@@ -75,7 +75,6 @@ def build_model(
     checkpoint: str | Path | None,
     embed_dim: int | None,
     hidden_dim: int,
-    noise_std: float,
     model_seed: int | None,
     device: str | torch.device,
 ) -> HTMModel:
@@ -91,7 +90,6 @@ def build_model(
             hidden_dim=hidden_dim,
             token_loc=generator.token_loc,
             token_scale=generator.token_scale,
-            noise_std=noise_std,
         )
         return make_model(config, seed=model_seed, device=device)
     if not isinstance(model, HTMModel):
@@ -137,9 +135,17 @@ class MergeSim:
     """
 
     def __init__(
-        self, model: HTMModel, generator: TokenGenerator, num_envs: int, options: EnvOptions
+        self,
+        model: HTMModel,
+        generator: TokenGenerator,
+        num_envs: int,
+        options: EnvOptions,
+        noise_std: float | None = None,
     ) -> None:
         self.model = model
+        self.noise_std = model.config.noise_std if noise_std is None else float(noise_std)
+        if not self.noise_std >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
         self.generator = generator
         self.options = options
         self.num_envs = num_envs
@@ -158,7 +164,7 @@ class MergeSim:
             )
 
     def _noise(self, unit: np.ndarray) -> Tensor:
-        return torch.as_tensor(unit, device=self.device) * self.model.config.noise_std
+        return torch.as_tensor(unit, device=self.device) * self.noise_std
 
     # --- spaces ------------------------------------------------------------------------
     def observation_space(self) -> spaces.Dict:
@@ -261,10 +267,8 @@ def make_sim(
 ) -> MergeSim:
     """The validated dynamics behind both env faces (their shared constructor arguments)."""
     generator = build_generator(dataset, dataset_kwargs)
-    model = build_model(
-        generator, model, checkpoint, embed_dim, hidden_dim, noise_std, model_seed, device
-    )
+    model = build_model(generator, model, checkpoint, embed_dim, hidden_dim, model_seed, device)
     options = check_options(
         generator.max_tokens, max_merges, illegal_action, illegal_penalty, step_limit
     )
-    return MergeSim(model, generator, num_envs, options)
+    return MergeSim(model, generator, num_envs, options, noise_std)

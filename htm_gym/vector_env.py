@@ -52,7 +52,7 @@ class HTMVectorEnv(VectorEnv):
         checkpoint: str | Path | None = None,
         embed_dim: int | None = None,
         hidden_dim: int = 256,
-        noise_std: float = 0.01,
+        noise_std: float | None = None,
         model_seed: int | None = 0,
         max_merges: int | None = None,
         illegal_action: str = "penalize",

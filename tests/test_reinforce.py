@@ -82,8 +82,12 @@ def test_normalized_entropy_bounds():
 
 
 def _toy_batch(model, good_first: bool, n=64):
-    """P = 2 episodes: action 1 = (0, 1) and 2 = (1, 0); rewards favour action 1."""
-    tokens = torch.randn(n, 2, 2)
+    """P = 2 episodes: action 1 = (0, 1) and 2 = (1, 0); rewards favour action 1.
+
+    Token 0 lies near (1, 1) and token 1 near (-1, -1), so the ordered pairs differ in
+    content (a policy sees embeddings, not slot numbers)."""
+    centres = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    tokens = centres + 0.1 * torch.randn(n, 2, 2)
     actions = torch.where(torch.arange(n) % 2 == 0, 1, 2)[:, None]
     rewards = torch.where(actions == 1, -0.1, -1.0).float()
     return EpisodeBatch(

@@ -41,6 +41,8 @@ class Args:
     batch_size: int = 4096
     output: str | None = None
     """JSON path (default: next to the checkpoint)"""
+    noise_free: bool = True
+    """also evaluate the greedy policy with the node noise switched off"""
 
 
 def load_trained(path: str, device: str) -> tuple[HTMModel, dict]:
@@ -72,16 +74,14 @@ def main(args: Args) -> dict:
         float(torch.exp(ckpt["learner"]["log_temperature"])) if policy == "heuristic" else 1.0
     )
     results = {"env_id": env_id, "data": name, "policy": policy, "checkpoint": str(args.checkpoint)}
-    for mode in ("greedy", "sampled"):
-        actor = Actor(
-            model,
-            policy,
-            temperature,
-            greedy=mode == "greedy",
-            generator=torch.Generator(args.device).manual_seed(args.seed),
-        )
+    modes = [("greedy", True, None), ("sampled", False, None)]
+    if args.noise_free:
+        modes.append(("greedy_noise_free", True, 0.0))
+    for mode, greedy, noise in modes:
+        gen = torch.Generator(args.device).manual_seed(args.seed)
+        actor = Actor(model, policy, temperature, greedy=greedy, generator=gen)
         start = time.perf_counter()
-        results[mode] = evaluate(model, generator, data, actor, args.batch_size, args.seed)
+        results[mode] = evaluate(model, generator, data, actor, args.batch_size, args.seed, noise)
         results[mode]["seconds"] = time.perf_counter() - start
     print_table(results)
     run_dir = Path(args.checkpoint)
@@ -100,19 +100,21 @@ def main(args: Args) -> dict:
 def print_table(results: dict) -> None:
     structure = "exact cross pairing" if "Crosses" in results["env_id"] else "subtree recovery"
     print(f"{results['env_id']} on {results['data']} ({results['policy']} policy)")
-    print(f"{'metric':<34}{'greedy':>12}{'sampled':>12}")
+    print(f"{'metric':<34}{'greedy':>12}{'sampled':>12}{'greedy, no noise':>18}")
     g, s = results["greedy"], results["sampled"]
+    q = results.get("greedy_noise_free")
     rows = [
         (structure, "recovered"),
         ("bracket F1", "bracket_f1"),
         ("reconstruction MSE (px^2)", "recon_mse"),
     ]
     for label, key in rows:
-        print(f"{label:<34}{g[key]:>12.4f}{s[key]:>12.4f}")
+        extra = f"{q[key]:>18.4f}" if q else ""
+        print(f"{label:<34}{g[key]:>12.4f}{s[key]:>12.4f}{extra}")
     for key in ("accuracy", "precision", "recall", "f1"):
-        print(
-            f"{'classifier ' + key:<34}{g['classifier'][key]:>12.5f}{s['classifier'][key]:>12.5f}"
-        )
+        extra = f"{q['classifier'][key]:>18.5f}" if q else ""
+        cls = f"{g['classifier'][key]:>12.5f}{s['classifier'][key]:>12.5f}"
+        print(f"{'classifier ' + key:<34}{cls}{extra}")
     for p, row in g["per_p"].items():
         print(
             f"{'  P=' + str(p) + ' ' + structure:<34}{row['recovered']:>12.4f}"
