@@ -111,7 +111,7 @@ def test_per_stage_arguments_reach_the_schedule():
         lambda_transport=(0.6, 0.7),
         lambda_lifter=(0.1,),
         lambda_encoder=(0.2,),
-        lr_decay=0.9,
+        lr_end=0.81,
         lr_floor=1e-6,
         working_entropy=0.4,
         tau_start=0.3,
@@ -119,12 +119,11 @@ def test_per_stage_arguments_reach_the_schedule():
     sched = reinforce.build_schedule(args, "crosses", 5)
     assert [st.lambda_transport for st in sched.stages] == [0.6, 0.7]
     st = sched.stages[1]
-    assert (st.lambda_step, st.lambda_lifter, st.lambda_encoder, st.lr_decay) == (
-        0.5,
-        0.1,
-        0.2,
-        0.9,
-    )
+    assert st.lr_decay == pytest.approx(0.81) and sched.stages[0].lr_decay == pytest.approx(0.81)
+    assert (st.lambda_step, st.lambda_lifter, st.lambda_encoder) == (0.5, 0.1, 0.2)
+    assert reinforce.build_schedule(
+        reinforce.Args(stage_steps=(1, 101), lr_end=0.01), "crosses", 5
+    ).lr(1 + 100) == pytest.approx(2e-3 * 0.01)
     assert (sched.lr_floor, sched.working_entropy, sched.tau_start) == (1e-6, 0.4, 0.3)
 
 
