@@ -162,3 +162,22 @@ def test_bench_runs():
     args = bench.Args(num_envs=4, steps=3, sync_steps=2, datasets=("trees",), padding_batch=64)
     rows = bench.main(args)
     assert rows[0]["native"] > 0 and rows[0]["sync"] > 0
+
+
+def test_repeated_non_finite_updates_stop_the_run(tmp_path, monkeypatch):
+    from agents.reinforce import ReinforceLearner
+
+    seeds = []
+
+    def failing(self, episodes):
+        seeds.append(float(episodes.tokens.sum()))
+        return {"train/skipped": 1.0, "recon/mse_px": float("nan")}
+
+    monkeypatch.setattr(ReinforceLearner, "update", failing)
+    with pytest.raises(SystemExit, match="3 consecutive non-finite"):
+        reinforce.main(
+            _args(
+                tmp_path, max_skips=3, eval_every=0, image_every=0, stage_steps=(1, 1, 1, 1, 1, 3)
+            )
+        )
+    assert len(seeds) == 3 and len(set(seeds)) == 3, "each retry draws fresh episodes"

@@ -153,9 +153,10 @@ def build_schedule(args: Args, dataset: str, max_merges: int) -> Schedule:
     )
 
 
-def round_seed(seed: int, update: int) -> int:
-    """Env seed of one update's episodes: independent streams per (run seed, update)."""
-    return int(np.random.SeedSequence([seed, update]).generate_state(1)[0])
+def round_seed(seed: int, update: int, retry: int = 0) -> int:
+    """Env seed of one update's episodes: independent streams per (run seed, update); a
+    retry after a skipped update draws fresh episodes instead of the same failing ones."""
+    return int(np.random.SeedSequence([seed, update, retry]).generate_state(1)[0])
 
 
 def log_images(writer, model, generator, data, learner, step: int) -> None:
@@ -233,7 +234,7 @@ def main(args: Args) -> Path:
     total, skips, venv, stage_idx = schedule.total_steps, 0, None, -1
     end = total if not args.max_updates else min(total, learner.step + args.max_updates)
     bar = tqdm(total=total, initial=learner.step, disable=not args.progress, dynamic_ncols=True)
-    start = time.perf_counter()
+    start, first = time.perf_counter(), learner.step
     while learner.step < end:
         i, _ = schedule.stage_at(learner.step)
         if i != stage_idx:  # a new curriculum stage: an env with that stage's merge budget
@@ -247,7 +248,7 @@ def main(args: Args) -> Path:
                 device=device,
             )
             collector = EpisodeCollector(venv, seed=round_seed(args.seed, 10**9 + i))
-        seed = round_seed(args.seed, learner.step)
+        seed = round_seed(args.seed, learner.step, skips)
         if schedule.stages[i].merges == 0:
             episodes = collector.reset_round(seed=seed)
         else:
@@ -268,7 +269,9 @@ def main(args: Args) -> Path:
             writer.add_scalar(k, v, step)
         writer.add_scalar("train/stage", i, step)
         writer.add_scalar(
-            "train/updates_per_s", (learner.step) / max(time.perf_counter() - start, 1e-9), step
+            "train/updates_per_s",
+            (learner.step - first) / max(time.perf_counter() - start, 1e-9),
+            step,
         )
         bar.update(1)
         bar.set_postfix(
