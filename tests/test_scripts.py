@@ -115,6 +115,7 @@ def test_per_stage_arguments_reach_the_schedule():
         lr_floor=1e-6,
         working_entropy=0.4,
         tau_start=0.3,
+        entropy_schedule=(0.1, 0.2, 0.3, 0.4),
     )
     sched = reinforce.build_schedule(args, "crosses", 5)
     assert [st.lambda_transport for st in sched.stages] == [0.6, 0.7]
@@ -125,6 +126,8 @@ def test_per_stage_arguments_reach_the_schedule():
         reinforce.Args(stage_steps=(1, 101), lr_end=0.01), "crosses", 5
     ).lr(1 + 100) == pytest.approx(2e-3 * 0.01)
     assert (sched.lr_floor, sched.working_entropy, sched.tau_start) == (1e-6, 0.4, 0.3)
+    marks = (sched.explore_end, sched.working_start, sched.exploit_start, sched.exploit_end)
+    assert marks == (0.1, 0.2, 0.3, 0.4)
 
 
 def test_trees_smoke(tmp_path):

@@ -77,6 +77,9 @@ class Args:
     lambda_encoder: tuple[float, ...] = (0.00002,)
     lambda_entropy: float = 3.0
     working_entropy: float = 0.3
+    entropy_schedule: tuple[float, float, float, float] = (0.05, 0.15, 0.7, 0.85)
+    """fractions of training: end of full exploration (target 1), reach the working entropy,
+    start of the decay to 0, and the target reaching 0"""
     tau_start: float = 0.5
     loss_power: float = 0.01
     eval_every: int = 500
@@ -148,6 +151,10 @@ def build_schedule(args: Args, dataset: str, max_merges: int) -> Schedule:
     return Schedule(
         stages,
         working_entropy=args.working_entropy,
+        explore_end=args.entropy_schedule[0],
+        working_start=args.entropy_schedule[1],
+        exploit_start=args.entropy_schedule[2],
+        exploit_end=args.entropy_schedule[3],
         tau_start=args.tau_start,
         lr_floor=args.lr_floor,
     )
