@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents import losses
 from agents.base import Learner
 from agents.rollout import EpisodeCollector
 from htm_gym import core, metrics
@@ -50,16 +51,12 @@ def rollout_tokens(
         )
         down = core.unmerge(model, state)
         rec = model.unlift(down[:, : state.num_slots])
-        exists = core.node_mask(state)
-        ids = torch.arange(down.shape[1], device=down.device)[None, :]
-        prob = torch.softmax(model.classifier(down), -1)[..., 1]
+        logits, labels = losses.classifier_inputs(model, state, down)
         out["rec"].append(rec.cpu().numpy())
         out["children"].append(state.children.cpu().numpy())
         out["lengths"].append(eps.lengths.cpu().numpy())
-        out["prob"].append(prob[exists].cpu().numpy())
-        out["label"].append(
-            (ids >= state.num_tokens[:, None]).expand_as(exists)[exists].cpu().numpy()
-        )
+        out["prob"].append(torch.softmax(logits, -1)[:, 1].cpu().numpy())
+        out["label"].append(labels.cpu().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from htm_gym import core
@@ -83,17 +82,14 @@ def htm_loss(terms: dict[str, Tensor], num_tokens: Tensor, w: Weights) -> Tensor
     return (bias_factor(num_tokens, w.depth, w.loss_power) * per_instance).mean()
 
 
-def classifier_loss(model: HTMModel, state: core.MergeState, down: Tensor) -> tuple[Tensor, Tensor]:
-    """Cross-entropy of leaf (0) / internal (1) on every down-tree node; returns (loss, acc).
-
-    The classifier reads stopped embeddings: it must not reshape the embedding space.
+def classifier_inputs(
+    model: HTMModel, state: core.MergeState, down: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Classifier logits (K, 2) and leaf (0) / internal (1) labels (K,) of every down-tree
+    node. The classifier reads stopped embeddings: it must not reshape the embedding space.
     """
-    exists = core.node_mask(state)  # (B, 2S-1)
-    ids = torch.arange(down.shape[1], device=down.device)[None, :]
-    labels = (ids >= state.num_tokens[:, None]).long()  # (B, 2S-1)
-    logits = model.classifier(down.detach())[exists]  # (K, 2)
-    y = labels[exists]
-    return F.cross_entropy(logits, y), (logits.argmax(-1) == y).float().mean()
+    exists, labels = core.internal_labels(state)
+    return model.classifier(down.detach())[exists], labels[exists]
 
 
 def masked_log_probs(logits: Tensor, legal: Tensor, temperature: Tensor | float = 1.0) -> Tensor:

@@ -215,10 +215,9 @@ class ReinforceLearner:
             self.model, g.tokens, g.num_tokens, g.noise, g.actions, g.lengths, before_merge=score
         )
         out = losses.htm_terms(self.model, state, step_losses, tau)
-        exists = core.node_mask(state)
-        ids = torch.arange(exists.shape[1], device=exists.device)[None, :]
-        out["cls_logits"] = self.model.classifier(out.pop("down").detach())[exists]
-        out["cls_labels"] = (ids >= state.num_tokens[:, None]).expand_as(exists)[exists].long()
+        out["cls_logits"], out["cls_labels"] = losses.classifier_inputs(
+            self.model, state, out.pop("down")
+        )
         n, d = len(g), g.actions.shape[1]
         steps = torch.arange(s - 1, device=self.device)[None, :]
         pad = (0, s - 1 - len(logps))

@@ -15,19 +15,25 @@ class EpisodeCollector:
     carry over into the next call, so no env step is wasted."""
 
     def __init__(self, venv: HTMVectorEnv, seed: int | None = None) -> None:
+        """``seed`` seeds the first reset of :meth:`collect`; the round methods reset with
+        their own seed, so constructing a collector does no env work."""
         if venv.array_type != "torch":
             raise ValueError("EpisodeCollector needs HTMVectorEnv(array_type='torch')")
         if venv.autoreset_mode.name != "NEXT_STEP":
             raise ValueError("EpisodeCollector needs autoreset_mode NEXT_STEP")
         self.venv = venv
+        self.seed = seed
+        self.obs: dict[str, Tensor] | None = None
         b, s, dev = venv.num_envs, venv.sim.S, venv.device
-        self.obs, self.info = venv.reset(seed=seed)
-        st = venv.sim.state
-        self.tokens, self.num_tokens, self.noise = st.tokens, st.num_tokens, st.noise
         self.actions = torch.full((b, s - 1), -1, dtype=torch.long, device=dev)
         self.rewards = torch.zeros(b, s - 1, device=dev)
         self.lengths = torch.zeros(b, dtype=torch.long, device=dev)
         self.env_steps = 0
+
+    def _reset(self, seed: int | None, options: dict | None = None) -> None:
+        self.obs, self.info = self.venv.reset(seed=seed, options=options)
+        st = self.venv.sim.state
+        self.tokens, self.num_tokens, self.noise = st.tokens, st.num_tokens, st.noise
 
     def _snapshot(self, rows: Tensor) -> None:
         """Remember the start of the episodes now beginning in ``rows`` (B,) bool."""
@@ -40,6 +46,8 @@ class EpisodeCollector:
     @torch.no_grad()
     def collect(self, learner: Learner, min_episodes: int) -> EpisodeBatch:
         """Step until at least ``min_episodes`` episodes have finished; return them all."""
+        if self.obs is None:
+            self._reset(self.seed)
         done: list[EpisodeBatch] = []
         count = 0
         while count < min_episodes:
@@ -69,22 +77,11 @@ class EpisodeCollector:
         episodes are not over-represented) and depends only on ``seed`` and the learner,
         which makes training resumable step for step.
         """
-        self.obs, self.info = self.venv.reset(seed=seed, options=options)
-        st = self.venv.sim.state
-        self.tokens, self.num_tokens, self.noise = st.tokens, st.num_tokens, st.noise
+        final = self.reset_round(seed, options)
         self.actions.fill_(-1)
         self.rewards.zero_()
         self.lengths.zero_()
         b = self.venv.num_envs
-        final = EpisodeBatch(
-            tokens=self.tokens,
-            num_tokens=self.num_tokens,
-            noise=self.noise,
-            actions=self.actions.clone(),
-            rewards=self.rewards.clone(),
-            lengths=self.lengths.clone(),
-            terminated=torch.zeros(b, dtype=torch.bool, device=self.venv.device),
-        )
         finished = torch.zeros(b, dtype=torch.bool, device=self.venv.device)
         while not bool(finished.all()):
             acting = ~finished
@@ -104,14 +101,13 @@ class EpisodeCollector:
 
     def reset_round(self, seed: int | None = None, options: dict | None = None) -> EpisodeBatch:
         """Fresh episodes with no merge made (curriculum stage 0 trains the lifters only)."""
-        self.obs, self.info = self.venv.reset(seed=seed, options=options)
-        st = self.venv.sim.state
+        self._reset(seed, options)
         b, s = self.venv.num_envs, self.venv.sim.S
         dev = self.venv.device
         return EpisodeBatch(
-            tokens=st.tokens,
-            num_tokens=st.num_tokens,
-            noise=st.noise,
+            tokens=self.tokens,
+            num_tokens=self.num_tokens,
+            noise=self.noise,
             actions=torch.full((b, s - 1), -1, dtype=torch.long, device=dev),
             rewards=torch.zeros(b, s - 1, device=dev),
             lengths=torch.zeros(b, dtype=torch.long, device=dev),

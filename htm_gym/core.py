@@ -200,6 +200,13 @@ def root_mask(state: MergeState) -> Tensor:  # (B, 2S-1) bool, nodes still activ
     return zeros.scatter_reduce(1, state.slot_node, state.active.float(), reduce="amax") > 0
 
 
+def internal_labels(state: MergeState) -> tuple[Tensor, Tensor]:
+    """Nodes created so far (B, 2S-1) bool, and per node 1 if internal (merged), 0 if leaf."""
+    exists = node_mask(state)
+    ids = torch.arange(exists.shape[1], device=exists.device)[None, :]
+    return exists, (ids >= state.num_tokens[:, None]).long()
+
+
 def node_mask(state: MergeState) -> Tensor:  # (B, 2S-1) bool, tree ids created so far
     ids = torch.arange(state.tree.shape[1], device=state.tree.device)[None, :]
     return ids < (state.num_tokens + state.merges)[:, None]

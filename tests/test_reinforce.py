@@ -68,8 +68,9 @@ def test_htm_terms_by_hand():
         terms, state.num_tokens, losses.Weights(0.2, 0.3, 0.01, 0.001, 4.0, 0.5, 3.0)
     )
     assert torch.allclose(heavier - total, fb * 2.0 * terms["recon"][0], atol=1e-6)
-    loss, acc = losses.classifier_loss(model, state, terms["down"])
-    assert loss > 0 and 0 <= acc <= 1
+    logits, labels = losses.classifier_inputs(model, state, terms["down"])
+    assert labels.tolist() == [0, 0, 0, 1, 1], "3 leaves, 2 merged nodes"
+    assert logits.shape == (5, 2)
 
 
 def test_normalized_entropy_bounds():
