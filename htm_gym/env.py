@@ -11,7 +11,6 @@ import torch
 
 from htm_gym.datasets import TokenGenerator
 from htm_gym.nets import HTMModel
-from htm_gym.render import render_tokens
 from htm_gym.sim import draw_episode, make_sim
 
 RESET_OPTIONS = ("tokens",)
@@ -159,21 +158,7 @@ class HTMEnv(gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without render_mode; pass render_mode='rgb_array'")
             return None
-        state = self.sim.state
-        p, m = int(state.num_tokens[0]), int(state.merges[0])
-        children = state.children[0, :m].cpu().numpy() if self.render_tree else None
-        return render_tokens(self.tokens, self.generator.image_size, self._clusters(p), children)
-
-    def _clusters(self, p: int) -> np.ndarray:
-        """Which active slot each token has been merged into (for colouring)."""
-        state = self.sim.state
-        owner = np.arange(2 * self.sim.S - 1)
-        for t, (a, b) in enumerate(state.children[0, : int(state.merges[0])].cpu().numpy()):
-            owner[owner == a] = p + t
-            owner[owner == b] = p + t
-        ids = state.slot_node[0].cpu().numpy()
-        slot_of = {int(ids[s]): s for s in range(self.sim.S) if state.active[0, s]}
-        return np.array([slot_of.get(int(owner[i]), 0) for i in range(p)])
+        return self.sim.picture(0, tree=self.render_tree, colour_clusters=True)
 
     def _obs(self) -> dict[str, np.ndarray]:
         return {k: v[0].cpu().numpy() for k, v in self.sim.observation().items()}

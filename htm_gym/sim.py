@@ -19,6 +19,7 @@ from torch import Tensor
 from htm_gym import core
 from htm_gym.datasets import TokenGenerator, make_generator, validate_tokens
 from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model
+from htm_gym.render import render_tokens
 
 ILLEGAL_MODES = ("penalize", "raise")
 # The report's choices (sections 5.1, 5.2): a cross compresses to 6 numbers, three of them
@@ -247,6 +248,28 @@ class MergeSim:
 
     def action_mask(self) -> Tensor:  # (B, S*S) int8
         return core.legal_pairs(self.state.active).reshape(self.num_envs, -1).to(torch.int8)
+
+    def picture(self, row: int, tree: bool, colour_clusters: bool) -> np.ndarray:
+        """RGB picture of row ``row``: its tokens, optionally coloured by the active node
+        each has been merged into, and the merges so far as dashed lines when ``tree``."""
+        st = self.state
+        p, m = int(st.num_tokens[row]), int(st.merges[row])
+        children = st.children[row, :m].cpu().numpy()
+        clusters = self._clusters(row, p, children) if colour_clusters else None
+        tokens = st.tokens[row, :p].cpu().numpy()
+        return render_tokens(
+            tokens, self.generator.image_size, clusters, children if tree else None
+        )
+
+    def _clusters(self, row: int, p: int, children: np.ndarray) -> np.ndarray:
+        """For each token, the slot of the active node it has been merged into."""
+        owner = np.arange(2 * self.S - 1)
+        for t, (a, b) in enumerate(children):
+            owner[(owner == a) | (owner == b)] = p + t
+        ids = self.state.slot_node[row].cpu().numpy()
+        active = self.state.active[row].cpu().numpy()
+        slot_of = {int(ids[s]): s for s in range(self.S) if active[s]}
+        return np.array([slot_of.get(int(owner[i]), 0) for i in range(p)])
 
 
 def make_sim(

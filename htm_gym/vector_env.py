@@ -14,7 +14,6 @@ from gymnasium.vector.utils import batch_space
 from htm_gym.datasets import TokenGenerator
 from htm_gym.env import HTMEnv
 from htm_gym.nets import HTMModel
-from htm_gym.render import render_tokens
 from htm_gym.sim import draw_episode, make_sim
 
 ARRAY_TYPES = ("numpy", "torch")
@@ -165,14 +164,10 @@ class HTMVectorEnv(VectorEnv):
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode is None:
             return None
-        state = self.sim.state
-        frames = []
-        for i in range(self.num_envs):
-            p, m = int(state.num_tokens[i]), int(state.merges[i])
-            children = state.children[i, :m].cpu().numpy() if self.render_tree else None
-            tokens = state.tokens[i, :p].cpu().numpy()
-            frames.append(render_tokens(tokens, self.generator.image_size, None, children))
-        return tuple(frames)
+        return tuple(
+            self.sim.picture(i, tree=self.render_tree, colour_clusters=False)
+            for i in range(self.num_envs)
+        )
 
     # --- helpers -----------------------------------------------------------------------
     def _seed(self, seed: int | list[int | None] | None) -> None:

@@ -8,7 +8,6 @@ from htm_gym.datasets.base import (
     TokenBatch,
     TokenGenerator,
     load_token_file,
-    pad_tokens,
     validate_tokens,
 )
 from htm_gym.datasets.crosses import CrossesGenerator
@@ -38,6 +37,5 @@ __all__ = [
     "TreesGenerator",
     "load_token_file",
     "make_generator",
-    "pad_tokens",
     "validate_tokens",
 ]

@@ -78,16 +78,6 @@ class TokenGenerator(ABC):
         return self.build(draws)
 
 
-def pad_tokens(sets: list[np.ndarray], max_tokens: int, token_dim: int) -> TokenBatch:
-    """Stack variable-size (P, T) arrays into a NaN-padded :class:`TokenBatch`."""
-    tokens = np.full((len(sets), max_tokens, token_dim), np.nan, dtype=np.float32)
-    num = np.zeros(len(sets), dtype=np.int64)
-    for i, s in enumerate(sets):
-        tokens[i, : len(s)] = s
-        num[i] = len(s)
-    return TokenBatch(tokens, num)
-
-
 def validate_tokens(tokens: object, token_dim: int, max_tokens: int) -> np.ndarray:
     """Check a user-supplied token set and return it as float32 (P, T).
 
