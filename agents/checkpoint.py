@@ -8,7 +8,11 @@ from typing import Any
 
 import torch
 
-from htm_gym.nets import load_checkpoint
+import htm_gym
+from agents.policies import Actor
+from htm_gym.datasets import TokenGenerator
+from htm_gym.nets import HTMConfig, HTMModel, load_checkpoint
+from htm_gym.sim import build_generator
 
 
 def new_run_dir(runs_dir: str | Path, run_name: str | None, prefix: str) -> Path:
@@ -56,3 +60,40 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         if key not in ckpt:
             raise ValueError(f"{path}: a model checkpoint without '{key}': cannot resume training")
     return ckpt
+
+
+def fresh_path(path: str | Path, siblings: tuple[str, ...] = ()) -> Path:
+    """``path`` if free, else ``stem.1.ext``, ``stem.2.ext``, ...: outputs never overwrite.
+    ``siblings``: other suffixes written beside it (``.png``), which must be free too."""
+    path = Path(path)
+    candidate, k = path, 1
+    while any(candidate.with_suffix(x).exists() for x in (path.suffix, *siblings)):
+        candidate = path.with_name(f"{path.stem}.{k}{path.suffix}")
+        k += 1
+    return candidate
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[HTMModel, dict]:
+    """The model of a training checkpoint (run directory or file), in eval mode."""
+    ckpt = load(path, map_location=device)
+    model = HTMModel(HTMConfig(**ckpt["config"])).to(device)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+def checkpoint_env(ckpt: dict) -> tuple[str, TokenGenerator]:
+    """The env id a checkpoint was trained on and that env's token generator."""
+    env_id = ckpt.get("env_id", ckpt["args"]["env_id"])
+    spec = htm_gym.ENV_IDS[env_id]
+    return env_id, build_generator(spec["dataset"], spec.get("dataset_kwargs"))
+
+
+def checkpoint_actor(
+    model: HTMModel, ckpt: dict, greedy: bool, generator: torch.Generator | None = None
+) -> Actor:
+    """The trained merge policy of a checkpoint (the heuristic at its tuned temperature)."""
+    policy = ckpt["args"]["policy"]
+    temperature = 1.0
+    if policy == "heuristic":
+        temperature = float(torch.exp(ckpt["learner"]["log_temperature"]))
+    return Actor(model, policy, temperature, greedy=greedy, generator=generator)

@@ -28,11 +28,12 @@ def rollout_tokens(
 ) -> dict[str, np.ndarray]:
     """Merge every instance of ``data`` to the root with ``policy`` in the vector env.
 
-    Returns per-instance arrays: tokens, reconstructions (token units), merge children,
-    lengths, and per-node classifier probabilities/labels of the down trees.
+    Returns per-instance arrays: reconstructions ``rec`` (token units), merge ``children``,
+    ``lengths``, up-tree embeddings ``tree`` (n, 2S-1, E) by tree id, and per-node
+    classifier probabilities/labels of the down trees.
     """
     out: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("rec", "children", "lengths", "prob", "label")
+        k: [] for k in ("rec", "children", "lengths", "prob", "label", "tree")
     }
     venv = None
     for start in range(0, len(data), batch_size):
@@ -57,7 +58,32 @@ def rollout_tokens(
         out["lengths"].append(eps.lengths.cpu().numpy())
         out["prob"].append(torch.softmax(logits, -1)[:, 1].cpu().numpy())
         out["label"].append(labels.cpu().numpy())
+        out["tree"].append(state.tree.cpu().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def collect_roots(
+    model: HTMModel,
+    generator: TokenGenerator,
+    data: TokenBatch,
+    policy: Learner,
+    seed: int = 0,
+    noise_std: float | None = 0.0,
+) -> np.ndarray:
+    """Root embeddings (n, E) of ``data`` merged to the root by ``policy`` (report 3.8.1);
+    noise-free by default, so the density models the encoder, not the training noise."""
+    r = rollout_tokens(model, generator, data, policy, seed=seed, noise_std=noise_std)
+    root_id = data.num_tokens + r["lengths"] - 1
+    if (r["lengths"] != data.num_tokens - 1).any():
+        raise ValueError("some episodes stopped before the root; roots need to-root merging")
+    return r["tree"][np.arange(len(data)), root_id]
+
+
+def instance_mse(rec: np.ndarray, data: TokenBatch) -> np.ndarray:
+    """Per-instance reconstruction MSE in token units^2, padding excluded: (n,)."""
+    real = np.arange(data.tokens.shape[1])[None, :] < data.num_tokens[:, None]
+    sq = np.where(real[..., None], (rec - np.nan_to_num(data.tokens)) ** 2, 0.0)
+    return sq.sum((1, 2)) / (real.sum(1) * data.tokens.shape[2])
 
 
 def evaluate(
@@ -72,9 +98,7 @@ def evaluate(
     """Structure, reconstruction and classifier metrics of ``policy`` on ``data``."""
     r = rollout_tokens(model, generator, data, policy, batch_size, seed, noise_std)
     num = data.num_tokens
-    real = np.arange(data.tokens.shape[1])[None, :] < num[:, None]
-    sq = np.where(real[..., None], (r["rec"] - np.nan_to_num(data.tokens)) ** 2, 0.0)
-    mse = sq.sum((1, 2)) / (real.sum(1) * data.tokens.shape[2])  # per instance, token units^2
+    mse = instance_mse(r["rec"], data)
     s = metrics.structure_scores(r["children"], r["lengths"], num, generator.constituents)
     result: dict[str, Any] = {
         "instances": len(num),

@@ -21,6 +21,11 @@ _COLORS = np.array(
 )
 
 
+def token_colors(n: int) -> np.ndarray:
+    """One colour per token, cycling through the palette: (n, 3)."""
+    return _COLORS[np.arange(n) % len(_COLORS)]
+
+
 def token_points(tokens: np.ndarray) -> np.ndarray:
     """A representative 2-D point per token: segment midpoints for 4-d tokens, else (x, y)."""
     tokens = np.asarray(tokens, dtype=np.float64)

@@ -23,6 +23,7 @@ def _script(name: str):
 
 reinforce = _script("reinforce")
 evaluate = _script("evaluate")
+generate = _script("generate")
 
 
 def _args(tmp_path, **kw):
@@ -53,6 +54,47 @@ def test_reinforce_smoke_and_evaluate(tmp_path):
     evaluate.main(evaluate.Args(checkpoint=str(run), num_instances=12, batch_size=8))
     assert len(sorted(run.glob("eval_*.json"))) == len(first) + 1, "earlier results kept"
     assert json.loads(first[0].read_text())["env_id"] == "HTM-Crosses-v0"
+
+
+def test_generate_and_report_smoke(tmp_path):
+    run = reinforce.main(_args(tmp_path, run_name="gen", eval_every=0, image_every=0))
+    small = dict(checkpoint=str(run), num_roots=200, max_components=3, num_train_reference=50)
+    first = generate.main(generate.Args(num_samples=30, **small))
+    assert (run / "root_sampler.pt").is_file()
+    assert 0 <= first["validity"] <= 1 and first["num_samples"] == 30
+    again = generate.main(generate.Args(num_samples=30, **small))
+    assert again["validity"] == first["validity"], "same seed, same sampler: same samples"
+    assert len(list((run / "samples").glob("*.npz"))) == 2, "earlier samples kept"
+    generate.main(generate.Args(num_samples=5, refit=True, **small))
+    assert (run / "root_sampler.1.pt").is_file(), "a refit never replaces the saved sampler"
+    with pytest.raises(SystemExit, match="num-samples"):
+        generate.main(generate.Args(num_samples=0, **small))
+
+    res = evaluate.main(
+        evaluate.Args(
+            checkpoint=str(run),
+            num_instances=12,
+            batch_size=8,
+            report=True,
+            report_samples=20,
+            report_instances=16,
+            noise_free=False,
+        )
+    )
+    names = {p.name for p in (run / "report").iterdir()}
+    for fig in (
+        "classifier_curves",
+        "reconstruction_violin",
+        "policy_diagram",
+        "loss_curves",
+        "embeddings_pca",
+        "gmm_information_criteria",
+        "samples",
+    ):
+        assert f"{fig}.png" in names, fig
+    assert {"classifier.json", "generation.json", "report.json"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert res["report"]["classifier"]["accuracy"] >= 0
 
 
 @pytest.mark.parametrize("policy", ["learned", "heuristic"])

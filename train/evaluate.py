@@ -6,6 +6,7 @@
 
 Rolls the checkpoint's policy to the root, greedy (argmax) and sampled, prints a table and
 writes JSON (default: ``<run>/eval_<data>.json``; an existing file is never overwritten).
+``--report`` adds the report's figures and generation scores under ``<run>/report/``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ import numpy as np
 import torch
 import tyro
 
-import htm_gym
 from agents import checkpoint
 from agents.evaluation import evaluate
-from agents.policies import Actor
-from htm_gym.datasets import load_token_file
-from htm_gym.nets import HTMConfig, HTMModel
-from htm_gym.sim import build_generator
+from agents.report import write_report
+from htm_gym.datasets import TokenBatch, load_token_file
 
 
 @dataclass
@@ -43,21 +41,19 @@ class Args:
     """JSON path (default: next to the checkpoint)"""
     noise_free: bool = True
     """also evaluate the greedy policy with the node noise switched off"""
-
-
-def load_trained(path: str, device: str) -> tuple[HTMModel, dict]:
-    ckpt = checkpoint.load(path, map_location=device)
-    model = HTMModel(HTMConfig(**ckpt["config"])).to(device)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, ckpt
+    report: bool = False
+    """also write the report's figures (PNG + JSON + TensorBoard) to <run>/report"""
+    report_samples: int = 1000
+    """generated samples scored for validity in the report"""
+    report_instances: int = 5000
+    """test and training-distribution instances used for the report's figures"""
+    report_roots: int = 20000
+    """training instances whose roots fit the run's root sampler, if it has none yet"""
 
 
 def main(args: Args) -> dict:
-    model, ckpt = load_trained(args.checkpoint, args.device)
-    env_id = ckpt.get("env_id", ckpt["args"]["env_id"])
-    spec = htm_gym.ENV_IDS[env_id]
-    generator = build_generator(spec["dataset"], spec.get("dataset_kwargs"))
+    model, ckpt = checkpoint.load_trained(args.checkpoint, args.device)
+    env_id, generator = checkpoint.checkpoint_env(ckpt)
     if args.tokens:
         data = load_token_file(args.tokens)
         if (
@@ -70,30 +66,45 @@ def main(args: Args) -> dict:
         data = generator.sample(np.random.default_rng(args.seed), args.num_instances)
         name = f"generated_{args.num_instances}_seed{args.seed}"
     policy = ckpt["args"]["policy"]
-    temperature = (
-        float(torch.exp(ckpt["learner"]["log_temperature"])) if policy == "heuristic" else 1.0
-    )
     results = {"env_id": env_id, "data": name, "policy": policy, "checkpoint": str(args.checkpoint)}
     modes = [("greedy", True, None), ("sampled", False, None)]
     if args.noise_free:
         modes.append(("greedy_noise_free", True, 0.0))
     for mode, greedy, noise in modes:
         gen = torch.Generator(args.device).manual_seed(args.seed)
-        actor = Actor(model, policy, temperature, greedy=greedy, generator=gen)
+        actor = checkpoint.checkpoint_actor(model, ckpt, greedy, gen)
         start = time.perf_counter()
         results[mode] = evaluate(model, generator, data, actor, args.batch_size, args.seed, noise)
         results[mode]["seconds"] = time.perf_counter() - start
     print_table(results)
     run_dir = Path(args.checkpoint)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
-    out = Path(args.output) if args.output else run_dir / f"eval_{name}.json"
-    if out.exists():
-        stem, k = out.with_suffix(""), 1
-        while (candidate := Path(f"{stem}.{k}.json")).exists():
-            k += 1
-        out = candidate
+    out = checkpoint.fresh_path(args.output or run_dir / f"eval_{name}.json")
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
+    if args.report:
+        k = min(args.report_instances, len(data))
+        test = TokenBatch(data.tokens[:k], data.num_tokens[:k])
+        train = generator.sample(np.random.default_rng([args.seed, 1]), args.report_instances)
+        report_dir = checkpoint.fresh_path(run_dir / "report")
+        summary = write_report(
+            report_dir,
+            run_dir,
+            model,
+            ckpt,
+            generator,
+            test,
+            train,
+            args.report_samples,
+            args.seed,
+            args.report_roots,
+        )
+        results["report"] = summary
+        gen = summary["generation"]
+        print(
+            f"report -> {report_dir}: generated validity {gen['validity']:.4f}, valid token "
+            f"counts {gen['valid_count_distribution']}, novel {gen['novel_fraction_of_valid']:.3f}"
+        )
     return results
 
 

@@ -72,6 +72,11 @@ class TokenGenerator(ABC):
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         return rng.random(self.draw_size)
 
+    def is_valid(self, tokens: np.ndarray) -> bool:
+        """Whether one token set (P, T), in any order, is a structurally valid image of this
+        dataset (how generated samples are scored). Datasets without a checker raise."""
+        raise NotImplementedError(f"{type(self).__name__} has no structural validity checker")
+
     def sample(self, rng: np.random.Generator, n: int) -> TokenBatch:
         """``n`` instances, equal to ``n`` sequential single draws from ``rng``."""
         draws = np.stack([self.draw(rng) for _ in range(n)]) if n else np.zeros((0, self.draw_size))

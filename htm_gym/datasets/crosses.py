@@ -72,7 +72,46 @@ class CrossesGenerator(TokenGenerator):
         tokens[np.arange(2 * k) >= 2 * count[:, None]] = np.nan
         return TokenBatch(tokens, 2 * count)
 
+    def is_valid(self, tokens: np.ndarray) -> bool:
+        """The segments pair up into crosses: in every pair both lengths are ``length``
+        +/- 1.5, the midpoints within 1.5 px and the acute angle at least 15 degrees."""
+        return valid_crosses(tokens, self.length)
+
     def constituents(self, num_tokens: int) -> list[tuple[int, ...]]:
         pairs = [(2 * c, 2 * c + 1) for c in range(num_tokens // 2)]
         whole = tuple(range(num_tokens))
         return pairs if num_tokens == 2 else [*pairs, whole]
+
+
+def valid_crosses(
+    tokens: np.ndarray,
+    length: float = 10.0,
+    length_tol: float = 1.5,
+    midpoint_tol: float = 1.5,
+    min_angle: float = 15.0,
+) -> bool:
+    """Whether the segments (P, 4) can be perfectly matched into valid crosses."""
+    seg = np.asarray(tokens, dtype=np.float64).reshape(-1, 4)
+    p = len(seg)
+    if p == 0 or p % 2 or not np.isfinite(seg).all():
+        return False
+    vec = seg[:, 2:] - seg[:, :2]  # (P, 2)
+    ok_len = np.abs(np.linalg.norm(vec, axis=1) - length) <= length_tol
+    mid = 0.5 * (seg[:, :2] + seg[:, 2:])
+    close = np.linalg.norm(mid[:, None] - mid[None], axis=-1) <= midpoint_tol  # (P, P)
+    line = np.arctan2(vec[:, 1], vec[:, 0])
+    diff = np.degrees(np.abs(line[:, None] - line[None])) % 180.0
+    acute = np.minimum(diff, 180.0 - diff) >= min_angle
+    compatible = close & acute & ok_len[:, None] & ok_len[None, :]
+    return _perfect_matching(compatible, list(range(p)))
+
+
+def _perfect_matching(compatible: np.ndarray, left: list[int]) -> bool:
+    """Backtracking search; P is small (generated samples are bounded by a step limit)."""
+    if not left:
+        return True
+    first, rest = left[0], left[1:]
+    for k, other in enumerate(rest):
+        if compatible[first, other] and _perfect_matching(compatible, rest[:k] + rest[k + 1 :]):
+            return True
+    return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from htm_gym.datasets.base import TokenBatch, TokenGenerator
 
@@ -90,6 +91,27 @@ class TreesGenerator(TokenGenerator):
             self._subtree(
                 child, child_angle + sign * self.deviation, dist * self.factor, levels - 1, out
             )
+
+    def is_valid(self, tokens: np.ndarray, tolerance: float = 3.0) -> bool:
+        """A tree of this generator's geometry: exactly ``max_tokens`` points that match the
+        template of some root point and direction, after the best translation, with every
+        matched point within ``tolerance`` px. The direction is taken from the mean offset of
+        the other points from the root candidate (the template is symmetric about it)."""
+        pts = np.asarray(tokens, dtype=np.float64).reshape(-1, 2)
+        if len(pts) != self.max_tokens or not np.isfinite(pts).all():
+            return False
+        best = np.inf
+        for r in range(len(pts)):
+            offset = (pts - pts[r]).sum(0)
+            angle = np.degrees(np.arctan2(offset[1], offset[0]))[None]
+            template: list[np.ndarray] = []
+            self._subtree(np.zeros((1, 2)), angle, self.distance, self.height, template)
+            tpl = np.concatenate(template)  # (P, 2)
+            tpl += pts.mean(0) - tpl.mean(0)
+            cost = np.linalg.norm(pts[:, None] - tpl[None], axis=-1)
+            rows, cols = linear_sum_assignment(cost)
+            best = min(best, float(cost[rows, cols].max()))
+        return best <= tolerance
 
     def constituents(self, num_tokens: int) -> list[tuple[int, ...]]:
         if num_tokens != self.max_tokens:

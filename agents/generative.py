@@ -1,0 +1,54 @@
+"""Fitting a trained model's root density and finding the one a run already has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from agents.base import Learner
+from agents.checkpoint import fresh_path
+from agents.evaluation import collect_roots
+from htm_gym.datasets import TokenGenerator
+from htm_gym.generation import GaussianMixtureRoots, RootSampler, load_sampler, save_sampler
+from htm_gym.nets import HTMModel
+
+SAMPLER_FILE = "root_sampler.pt"
+
+
+def fit_root_sampler(
+    model: HTMModel,
+    generator: TokenGenerator,
+    policy: Learner,
+    num_roots: int = 20000,
+    seed: int = 0,
+    components: range | list[int] = range(1, 11),
+) -> GaussianMixtureRoots:
+    """Merge ``num_roots`` fresh training-distribution instances to the root with
+    ``policy`` and fit the BIC-selected Gaussian mixture to their roots."""
+    data = generator.sample(np.random.default_rng([seed, 31337]), num_roots)
+    roots = collect_roots(model, generator, data, policy, seed=seed)
+    return GaussianMixtureRoots.fit(roots, components, seed)
+
+
+def run_sampler(
+    run_dir: Path,
+    model: HTMModel,
+    generator: TokenGenerator,
+    policy: Learner,
+    path: str | None = None,
+    refit: bool = False,
+    **fit_kwargs,
+) -> tuple[RootSampler, Path, bool]:
+    """The root sampler at ``path``, else the run's ``root_sampler.pt``; fitted and saved
+    there (or beside it under a fresh name when ``refit``) if absent. Returns the sampler,
+    its file and whether it was fitted now."""
+    if path is not None:
+        return load_sampler(path), Path(path), False
+    default = run_dir / SAMPLER_FILE
+    if default.exists() and not refit:
+        return load_sampler(default), default, False
+    sampler = fit_root_sampler(model, generator, policy, **fit_kwargs)
+    out = fresh_path(default)
+    save_sampler(sampler, out)
+    return sampler, out, True

@@ -1,0 +1,155 @@
+"""Root sampler, classifier-guided unmerging and the validity checkers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents.report import node_levels
+from htm_gym.datasets import CrossesGenerator, TreesGenerator, load_token_file
+from htm_gym.generation import (
+    GaussianMixtureRoots,
+    generate,
+    load_sampler,
+    save_sampler,
+    unmerge_samples,
+)
+from htm_gym.nets import HTMConfig, make_model
+from htm_gym.validity import generation_report, novelty, sample_validity
+
+
+def _model(seed: int = 0):
+    return make_model(HTMConfig(token_dim=4, embed_dim=6, hidden_dim=16), seed=seed)
+
+
+def test_crosses_validity_accepts_every_reference_instance(reference_dir):
+    data = load_token_file(str(reference_dir / "crosses_test_20000.npz"))
+    assert sample_validity(CrossesGenerator(), data).all()
+
+
+def test_trees_validity_accepts_every_reference_instance(reference_dir):
+    data = load_token_file(str(reference_dir / "trees_narrow_test_20000.npz"))
+    assert sample_validity(TreesGenerator(), data).all()
+
+
+def test_crosses_validity_rejects_perturbed_instances():
+    gen = CrossesGenerator()
+    data = gen.sample(np.random.default_rng(0), 200)
+    for i in range(len(data)):
+        tokens = data[i].astype(np.float64)
+        assert gen.is_valid(tokens)
+        assert gen.is_valid(tokens[::-1])  # any order
+        moved = tokens.copy()
+        moved[0] += [2.0, 0.0, 2.0, 0.0]  # midpoint 2 px away from its partner's
+        assert not gen.is_valid(moved)
+        longer = tokens.copy()
+        mid = 0.5 * (longer[1, :2] + longer[1, 2:])
+        longer[1] = np.concatenate([mid, mid]) + 1.2 * (longer[1] - np.concatenate([mid, mid]))
+        assert not gen.is_valid(longer)  # length 12 > 10 + 1.5
+        assert not gen.is_valid(tokens[:-1])  # odd count
+    # two segments of one cross 10 degrees apart: too acute
+    rad = np.radians([0.0, 10.0])
+    half = 5 * np.stack([np.cos(rad), np.sin(rad)], 1)
+    assert not gen.is_valid(np.concatenate([64 - half, 64 + half], 1))
+
+
+def test_trees_validity_rejects_perturbed_instances():
+    gen = TreesGenerator()
+    data = gen.sample(np.random.default_rng(1), 50)
+    for i in range(len(data)):
+        tokens = data[i].astype(np.float64)
+        assert gen.is_valid(np.random.default_rng(i).permutation(tokens))
+        moved = tokens.copy()
+        moved[3] += [5.0, 0.0]
+        assert not gen.is_valid(moved)
+        assert not gen.is_valid(tokens[:6])
+
+
+def _sequential_unmerge(model, root, max_steps):
+    """The original's one-sample queue (report 3.8.2), as the reference."""
+    queue, leaves = [root], []
+    for k in range(max_steps):
+        if k >= len(queue):
+            break
+        node = queue[k]
+        if torch.softmax(model.classifier(node), -1)[1] >= 0.5:
+            queue.extend(model.unmerge(node[None]))
+            queue[-2:] = [queue[-2][0], queue[-1][0]]
+        else:
+            leaves.append(node)
+    return model.unlift(torch.stack(leaves)) if leaves else torch.zeros(0, 4)
+
+
+@torch.no_grad()
+def test_batched_unmerging_equals_the_sequential_queue():
+    model = _model(3)
+    torch.nn.init.normal_(model.classifier.fc3.weight, std=2.0)  # mixed leaf/internal calls
+    torch.nn.init.zeros_(model.classifier.fc3.bias)
+    roots = torch.randn(64, 6, generator=torch.Generator().manual_seed(0))
+    out = unmerge_samples(model, roots, max_steps=9)
+    for i in range(len(roots)):
+        ref = _sequential_unmerge(model, roots[i], 9)
+        assert out.batch.num_tokens[i] == len(ref)
+        np.testing.assert_allclose(out.batch[i], ref.numpy(), atol=1e-5)
+    assert len(np.unique(out.batch.num_tokens)) > 1
+
+
+@torch.no_grad()
+def test_sampling_terminates_on_an_untrained_model():
+    model = _model()
+    torch.nn.init.constant_(model.classifier.fc3.bias, 0.0)
+    model.classifier.fc3.bias[1] = 100.0  # every node "internal": only the step limit stops
+    out = unmerge_samples(model, torch.randn(32, 6), max_steps=10)
+    assert out.truncated.all()
+    assert (out.batch.num_tokens == 0).all()
+    with pytest.raises(ValueError, match="max_steps"):
+        unmerge_samples(model, torch.randn(2, 6), max_steps=0)
+
+
+def test_gmm_picks_components_by_bic_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 0.0], [0.0, 8.0, 0.0]])
+    roots = np.concatenate([c + rng.standard_normal((300, 3)) for c in centres])
+    gmm = GaussianMixtureRoots.fit(roots, range(1, 7), seed=0)
+    assert gmm.num_components == 3
+    assert gmm.bic.shape == gmm.aic.shape == (6,)
+    save_sampler(gmm, tmp_path / "s.pt")
+    loaded = load_sampler(tmp_path / "s.pt")
+    a = gmm.sample(50, np.random.default_rng(7))
+    b = loaded.sample(50, np.random.default_rng(7))
+    np.testing.assert_array_equal(a, b)
+    model = make_model(HTMConfig(token_dim=4, embed_dim=3, hidden_dim=16), seed=0)
+    s1 = generate(model, gmm, 40, seed=5, max_steps=11)
+    s2 = generate(model, loaded, 40, seed=5, max_steps=11)
+    np.testing.assert_array_equal(s1.batch.tokens, s2.batch.tokens)
+
+
+def test_load_sampler_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_sampler(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a sampler")
+    with pytest.raises(ValueError, match="not a readable root sampler"):
+        load_sampler(bad)
+    with pytest.raises(ValueError, match="finite"):
+        GaussianMixtureRoots.fit(np.full((10, 2), np.nan))
+
+
+def test_generation_report_counts_and_novelty():
+    gen = CrossesGenerator()
+    train = gen.sample(np.random.default_rng(0), 300)
+    same = novelty(train, train, radius=0.5)
+    assert not same.any(), "training instances are not novel"
+    fresh = gen.sample(np.random.default_rng(1), 100)
+    assert novelty(fresh, train, radius=0.5).mean() > 0.9
+    rep = generation_report(gen, fresh, train)
+    assert rep["validity"] == 1.0
+    assert set(rep["valid_count_distribution"]) == {2, 4, 6}
+
+
+def test_node_levels():
+    # P=4: merge 0+1 -> 4, 2+3 -> 5, 4+5 -> 6
+    children = np.array([[[0, 1], [2, 3], [4, 5]]])
+    levels = node_levels(children, np.array([3]), np.array([4]))
+    assert levels.tolist() == [[0, 0, 0, 0, 1, 1, 2]]

@@ -1,0 +1,124 @@
+"""Generate token sets from a trained HTM checkpoint (report 3.8).
+
+    python train/generate.py --checkpoint runs/<run>/checkpoint.pt --num-samples 1000
+
+Roots come from the run's root sampler (``<run>/root_sampler.pt``; fitted and saved there on
+first use: a Gaussian mixture over the roots of fresh training instances, components chosen
+by BIC), are decoded by classifier-guided unmerging and unlifted. Writes the samples
+(``.npz`` in the reference layout), a grid of the first ones (``.png``) and validity scores
+(``.json``) under ``<run>/samples/``; nothing existing is overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from agents import checkpoint
+from agents.generative import run_sampler
+from htm_gym.figures import sample_grid
+from htm_gym.generation import generate
+from htm_gym.validity import generation_report
+
+
+@dataclass
+class Args:
+    checkpoint: str
+    """a run directory or checkpoint file written by train/reinforce.py"""
+    num_samples: int = 1000
+    seed: int = 0
+    max_steps: int | None = None
+    """classifier calls per sample before unmerging stops (default: twice a full tree's nodes)"""
+    threshold: float = 0.5
+    """internal-node probability at which a node is unmerged further"""
+    sampler: str | None = None
+    """a root sampler file (default: the run's root_sampler.pt, fitted if missing)"""
+    refit: bool = False
+    """fit a new root sampler even if the run has one (saved under a fresh name)"""
+    num_roots: int = 20000
+    """training instances whose roots the sampler is fitted to"""
+    max_components: int = 10
+    """largest Gaussian mixture tried (1..max, lowest BIC kept)"""
+    score: bool = True
+    """score validity, token-count coverage and novelty"""
+    num_train_reference: int = 20000
+    """training instances the novelty check compares against"""
+    grid: int = 15
+    """samples drawn in the PNG grid"""
+    device: str = "cpu"
+    output_dir: str | None = None
+    """default: <run>/samples"""
+
+
+def main(args: Args) -> dict:
+    if args.num_samples < 1:
+        raise SystemExit(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.max_components < 1:
+        raise SystemExit(f"--max-components must be >= 1, got {args.max_components}")
+    model, ckpt = checkpoint.load_trained(args.checkpoint, args.device)
+    env_id, generator = checkpoint.checkpoint_env(ckpt)
+    run_dir = Path(args.checkpoint)
+    run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    actor = checkpoint.checkpoint_actor(model, ckpt, greedy=True)
+    sampler, sampler_path, fitted = run_sampler(
+        run_dir,
+        model,
+        generator,
+        actor,
+        path=args.sampler,
+        refit=args.refit,
+        num_roots=args.num_roots,
+        seed=args.seed,
+        components=range(1, args.max_components + 1),
+    )
+    print(f"root sampler: {sampler_path} ({'fitted now' if fitted else 'loaded'})")
+    max_steps = args.max_steps or 2 * (2 * generator.max_tokens - 1)
+    start = time.perf_counter()
+    samples = generate(model, sampler, args.num_samples, args.seed, max_steps, args.threshold)
+    seconds = time.perf_counter() - start
+    result: dict = {
+        "env_id": env_id,
+        "checkpoint": str(args.checkpoint),
+        "sampler": str(sampler_path),
+        "num_samples": args.num_samples,
+        "seed": args.seed,
+        "max_steps": max_steps,
+        "seconds": seconds,
+    }
+    if args.score:
+        train = generator.sample(
+            np.random.default_rng([args.seed, 27182]), args.num_train_reference
+        )
+        result |= generation_report(generator, samples.batch, train, samples.truncated)
+    out_dir = Path(args.output_dir) if args.output_dir else run_dir / "samples"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = checkpoint.fresh_path(
+        out_dir / f"samples_{args.num_samples}_seed{args.seed}.npz", (".png", ".json")
+    )
+    np.savez_compressed(
+        stem,
+        tokens=samples.batch.tokens,
+        num_tokens=samples.batch.num_tokens,
+        truncated=samples.truncated,
+    )
+    shown = [samples.batch[i] for i in range(min(args.grid, len(samples.batch)))]
+    sample_grid(shown, generator.image_size).savefig(stem.with_suffix(".png"), dpi=100)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    print(f"{args.num_samples} samples in {seconds:.2f}s -> {stem}")
+    if args.score:
+        print(
+            f"validity {result['validity']:.4f}  valid token counts "
+            f"{result['valid_count_distribution']}  novel {result['novel_fraction_of_valid']:.3f}"
+        )
+    return result
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main(tyro.cli(Args))
