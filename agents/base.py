@@ -70,13 +70,21 @@ class Learner(Protocol):
     """A policy learner for HTM envs.
 
     ``act`` sees batched observations as torch tensors (the native vector env with
-    ``array_type="torch"``) and must return legal actions for rows whose mask has any legal
-    entry (rows without one are being reset; their action is ignored). ``update`` learns
-    from finished episodes and returns scalars to log (names become TensorBoard tags under
-    ``learner/``). ``state_dict``/``load_state_dict`` make checkpoints and resuming work.
+    ``array_type="torch"``: ``obs["nodes"]`` (B, S, E), ``obs["active"]`` (B, S)) and the
+    legal-action mask (B, S*S); it returns one flat action ``i * S + j`` per row, legal
+    wherever the row's mask has a legal entry (rows without one are being reset; their
+    action is ignored). ``greedy=True`` asks for the learner's best action (evaluation).
+    ``update`` learns from finished episodes and returns scalars to log (TensorBoard tags;
+    a name without "/" is logged under ``learner/``). ``state_dict``/``load_state_dict``
+    make checkpoints and resuming work.
+
+    ``train/reinforce.py --agent module:Class`` constructs ``Class(model=..., schedule=...,
+    seed=...)`` with the run's :class:`~htm_gym.nets.HTMModel` (the learner may train it
+    from the episodes) and :class:`~agents.schedules.Schedule`, and calls ``update`` once per
+    round of ``--num-envs`` episodes until ``schedule.total_steps`` updates are done.
     """
 
-    def act(self, obs: dict[str, Tensor], action_mask: Tensor) -> Tensor: ...
+    def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = False) -> Tensor: ...
 
     def update(self, episodes: EpisodeBatch) -> dict[str, float]: ...
 

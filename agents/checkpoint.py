@@ -9,7 +9,10 @@ from typing import Any
 import torch
 
 import htm_gym
+from agents.base import Learner
+from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
+from agents.schedules import Schedule
 from htm_gym.datasets import TokenGenerator
 from htm_gym.nets import HTMConfig, HTMModel, load_checkpoint
 from htm_gym.sim import build_generator
@@ -90,8 +93,18 @@ def checkpoint_env(ckpt: dict) -> tuple[str, TokenGenerator]:
 
 def checkpoint_actor(
     model: HTMModel, ckpt: dict, greedy: bool, generator: torch.Generator | None = None
-) -> Actor:
-    """The trained merge policy of a checkpoint (the heuristic at its tuned temperature)."""
+) -> Learner:
+    """The trained merge policy of a checkpoint: the built-in policy (the heuristic at its
+    tuned temperature), or the plug-in learner rebuilt from its state."""
+    agent = ckpt["args"].get("agent")
+    if agent:
+        if "schedule" not in ckpt:
+            raise ValueError("a plug-in learner's checkpoint needs its 'schedule'")
+        learner = make_learner(
+            agent, model, Schedule.from_dict(ckpt["schedule"]), int(ckpt["args"]["seed"])
+        )
+        learner.load_state_dict(ckpt["learner"])
+        return Greedy(learner) if greedy else learner
     policy = ckpt["args"]["policy"]
     temperature = 1.0
     if policy == "heuristic":

@@ -29,11 +29,11 @@ def rollout_tokens(
     """Merge every instance of ``data`` to the root with ``policy`` in the vector env.
 
     Returns per-instance arrays: reconstructions ``rec`` (token units), merge ``children``,
-    ``lengths``, up-tree embeddings ``tree`` (n, 2S-1, E) by tree id, and per-node
+    ``lengths``, episode ``returns``, up-tree embeddings ``tree`` (n, 2S-1, E), and per-node
     classifier probabilities/labels of the down trees.
     """
     out: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("rec", "children", "lengths", "prob", "label", "tree")
+        k: [] for k in ("rec", "children", "lengths", "prob", "label", "tree", "returns")
     }
     venv = None
     for start in range(0, len(data), batch_size):
@@ -59,6 +59,7 @@ def rollout_tokens(
         out["prob"].append(torch.softmax(logits, -1)[:, 1].cpu().numpy())
         out["label"].append(labels.cpu().numpy())
         out["tree"].append(state.tree.cpu().numpy())
+        out["returns"].append(eps.returns().cpu().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -106,6 +107,7 @@ def evaluate(
         "bracket_f1": float(s["f1"].mean()),
         "recon_mse": float(mse.mean()),
         "recon_mse_median": float(np.median(mse)),
+        "mean_return": float(r["returns"].mean()),
         "classifier": metrics.classifier_report(r["prob"], r["label"]),
         "per_p": {},
     }

@@ -3,6 +3,8 @@ one-step loss of every pair, report 3.2.3) and random (all pairs equal)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -44,7 +46,8 @@ def sample(log_probs: Tensor, generator: torch.Generator | None, greedy: bool) -
 class Actor:
     """A merge policy that acts (no learning): ``act(obs, mask)`` for the collectors.
 
-    ``temperature`` may be a callable, so a learner's actor follows its tuned temperature.
+    ``temperature`` may be a callable, so a learner's actor follows its tuned temperature;
+    ``scorer(nodes, active) -> (B, S*S)`` replaces the built-in pair logits of ``kind``.
     """
 
     def __init__(
@@ -54,19 +57,26 @@ class Actor:
         temperature=1.0,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        scorer: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         if kind not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {kind!r}")
         self.model, self.kind, self.greedy = model, kind, greedy
         self.temperature = temperature
         self.generator = generator
+        self.scorer = scorer
 
     @torch.no_grad()
-    def act(self, obs: dict[str, Tensor], action_mask: Tensor) -> Tensor:
+    def act(
+        self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool | None = None
+    ) -> Tensor:
         temp = self.temperature() if callable(self.temperature) else self.temperature
-        logits = pair_logits(self.kind, self.model, obs["nodes"])
+        if self.scorer is not None:
+            logits = self.scorer(obs["nodes"], obs["active"].bool())
+        else:
+            logits = pair_logits(self.kind, self.model, obs["nodes"])
         logp = masked_log_probs(logits, action_mask.bool(), temp)
-        return sample(logp, self.generator, self.greedy)
+        return sample(logp, self.generator, self.greedy if greedy is None else greedy)
 
 
 class HeuristicAgent(Actor):

@@ -16,7 +16,7 @@ class RandomAgent:
     def __init__(self, seed: int = 0, device: str | torch.device = "cpu") -> None:
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
-    def act(self, obs: dict[str, Tensor], action_mask: Tensor) -> Tensor:
+    def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = False) -> Tensor:
         scores = torch.rand(action_mask.shape, generator=self.generator, device=action_mask.device)
         return (scores * action_mask).argmax(1)  # rows with no legal action get 0
 

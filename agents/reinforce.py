@@ -99,11 +99,17 @@ class ReinforceLearner:
         htm = [model.lifter, model.unlifter, model.merger, model.unmerger]
         self.htm_opt = torch.optim.Adam([p for m in htm for p in m.parameters()], lr=1e-3)
         self.cls_opt = torch.optim.Adam(model.classifier.parameters(), lr=self.config.classifier_lr)
-        self.policy_opt = torch.optim.Adam(model.policy.parameters(), lr=self.config.policy_lr)
+        self.policy_opt = torch.optim.Adam(self.policy_parameters(), lr=self.config.policy_lr)
         self.log_temperature = torch.zeros((), device=self.device, requires_grad=True)
         self.temp_opt = torch.optim.Adam([self.log_temperature], lr=self.config.temperature_lr)
         self.baseline: RunningBaseline | None = None  # sized by the first batch's slots
-        self.actor = Actor(model, self.config.policy, self.temperature, generator=self.generator)
+        self.actor = Actor(
+            model,
+            self.config.policy,
+            self.temperature,
+            generator=self.generator,
+            scorer=self.pair_logits,
+        )
 
     # --- acting ------------------------------------------------------------------------
     def temperature(self) -> Tensor:
@@ -111,8 +117,16 @@ class ReinforceLearner:
             return self.log_temperature.exp()
         return torch.ones((), device=self.device)
 
-    def act(self, obs: dict[str, Tensor], action_mask: Tensor) -> Tensor:
-        return self.actor.act(obs, action_mask)
+    def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = False) -> Tensor:
+        return self.actor.act(obs, action_mask, greedy)
+
+    def pair_logits(self, nodes: Tensor, active: Tensor) -> Tensor:
+        """Logits of every ordered slot pair (B, S*S); subclasses swap the policy here."""
+        return pair_logits(self.config.policy, self.model, nodes)
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """What the policy optimiser trains (and the policy L2 penalises)."""
+        return list(self.model.policy.parameters())
 
     # --- learning ----------------------------------------------------------------------
     def update(self, episodes: EpisodeBatch) -> dict[str, float]:
@@ -166,7 +180,7 @@ class ReinforceLearner:
             if cfg.policy == "learned":
                 adv = self.baseline.advantages(cat["rewards"], valid)
                 pg = -(logp * adv.detach() * valid).sum(1).mean()
-                l2 = sum(p.pow(2).sum() for p in self.model.policy.parameters())
+                l2 = sum(p.pow(2).sum() for p in self.policy_parameters())
                 policy = pg + cfg.lambda_entropy * (entropy - target).abs() + cfg.policy_l2 * l2
                 total = total + policy
                 metrics["loss/policy"] = policy
@@ -204,7 +218,7 @@ class ReinforceLearner:
 
         def score(state: core.MergeState, t: int, apply: Tensor) -> None:
             legal = core.legal_pairs(state.active).flatten(1)
-            logits = pair_logits(kind, self.model, core.nodes(state).detach())
+            logits = self.pair_logits(core.nodes(state).detach(), state.active)
             if kind != "learned":  # heuristic scores must not train the merger
                 logits = logits.detach()
             logp = losses.masked_log_probs(logits, legal, self.temperature())

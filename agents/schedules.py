@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,14 @@ class Schedule:
     tau_start: float = 0.5
     tau_end: float = 0.8
     lr_floor: float = 1e-5
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (checkpoints load with ``weights_only=True``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Schedule:
+        return cls(**{**data, "stages": tuple(Stage(**st) for st in data["stages"])})
 
     def __post_init__(self) -> None:
         if not self.stages:

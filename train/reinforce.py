@@ -23,6 +23,7 @@ from tqdm import tqdm
 import htm_gym
 from agents import checkpoint
 from agents.evaluation import evaluate, rollout_tokens
+from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
 from agents.rollout import EpisodeCollector
@@ -47,6 +48,9 @@ class Args:
     """registered HTM env id"""
     policy: Literal["learned", "heuristic", "random"] = "learned"
     """merge policy: policy network (REINFORCE), minus one-step loss, or uniform"""
+    agent: str | None = None
+    """a plug-in learner 'package.module:Class' (see agents/base.py Learner), used instead of
+    the built-in REINFORCE learner; e.g. agents.attention:AttentionLearner"""
     seed: int = 1
     device: str = "auto"
     """auto | cpu | cuda | cuda:N"""
@@ -167,12 +171,14 @@ def round_seed(seed: int, update: int, retry: int = 0) -> int:
 
 
 def log_images(writer, model, generator, data, learner, step: int) -> None:
-    actor = Actor(
-        model,
-        learner.config.policy,
-        learner.temperature,
-        generator=torch.Generator(learner.device).manual_seed(step),
-    )
+    actor = learner  # a plug-in samples with its own randomness
+    if type(learner) is ReinforceLearner:  # a separate stream: images never change training
+        actor = Actor(
+            model,
+            learner.config.policy,
+            learner.temperature,
+            generator=torch.Generator(learner.device).manual_seed(step),
+        )
     r = rollout_tokens(model, generator, data, actor, seed=step)
     truth = [data[i] for i in range(len(data))]
     recs = [r["rec"][i, : len(t)] for i, t in enumerate(truth)]
@@ -212,26 +218,32 @@ def main(args: Args) -> Path:
     )
     torch.manual_seed(args.seed)
     model = make_model(config, seed=args.seed, device=device)
-    learner = ReinforceLearner(
-        model,
-        schedule,
-        ReinforceConfig(
-            policy=args.policy, lambda_entropy=args.lambda_entropy, loss_power=args.loss_power
-        ),
-        seed=args.seed,
-    )
+    try:
+        learner = make_learner(
+            args.agent,
+            model,
+            schedule,
+            args.seed,
+            ReinforceConfig(
+                policy=args.policy, lambda_entropy=args.lambda_entropy, loss_power=args.loss_power
+            ),
+        )
+    except (ValueError, TypeError) as e:
+        raise SystemExit(str(e)) from e
+    update = 0
     if resume is not None:
         run_dir = Path(args.resume)
         run_dir = run_dir if run_dir.is_dir() else run_dir.parent
         model.load_state_dict(resume["model"])
         learner.load_state_dict(resume["learner"])
+        update = int(resume.get("update", resume["learner"].get("step", 0)))
         checkpoint.set_rng_state(resume["rng"])
     else:
         run_dir = checkpoint.new_run_dir(
             args.runs_dir, args.run_name, f"{args.env_id}__{args.policy}__{args.seed}"
         )
         (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
-    writer = SummaryWriter(str(run_dir), purge_step=learner.step if resume else None)
+    writer = SummaryWriter(str(run_dir), purge_step=update if resume else None)
     if resume is None:
         table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
@@ -239,11 +251,11 @@ def main(args: Args) -> Path:
     shown = generator.sample(np.random.default_rng([args.seed, 2**31 - 2]), 8)
 
     total, skips, venv, stage_idx = schedule.total_steps, 0, None, -1
-    end = total if not args.max_updates else min(total, learner.step + args.max_updates)
-    bar = tqdm(total=total, initial=learner.step, disable=not args.progress, dynamic_ncols=True)
-    start, first = time.perf_counter(), learner.step
-    while learner.step < end:
-        i, _ = schedule.stage_at(learner.step)
+    end = total if not args.max_updates else min(total, update + args.max_updates)
+    bar = tqdm(total=total, initial=update, disable=not args.progress, dynamic_ncols=True)
+    start, first = time.perf_counter(), update
+    while update < end:
+        i, _ = schedule.stage_at(update)
         if i != stage_idx:  # a new curriculum stage: an env with that stage's merge budget
             stage_idx, merges = i, schedule.stages[i].merges
             venv = HTMVectorEnv(
@@ -255,14 +267,17 @@ def main(args: Args) -> Path:
                 device=device,
             )
             collector = EpisodeCollector(venv, seed=round_seed(args.seed, 10**9 + i))
-        seed = round_seed(args.seed, learner.step, skips)
+        seed = round_seed(args.seed, update, skips)
         if schedule.stages[i].merges == 0:
             episodes = collector.reset_round(seed=seed)
         else:
             episodes = collector.collect_round(learner, seed=seed)
-        step = learner.step
-        metrics = learner.update(episodes)
-        skips = skips + 1 if metrics["train/skipped"] else 0
+        step = update
+        metrics = {
+            k if "/" in k else f"learner/{k}": v for k, v in learner.update(episodes).items()
+        }
+        skips = skips + 1 if metrics.get("train/skipped") else 0
+        update += 0 if skips else 1
         if skips:
             tqdm.write(
                 f"update {step}: non-finite loss or gradient, update skipped ({skips} in a row)"
@@ -277,32 +292,33 @@ def main(args: Args) -> Path:
         writer.add_scalar("train/stage", i, step)
         writer.add_scalar(
             "train/updates_per_s",
-            (learner.step - first) / max(time.perf_counter() - start, 1e-9),
+            (update - first) / max(time.perf_counter() - start, 1e-9),
             step,
         )
         bar.update(1)
         bar.set_postfix(
             stage=i,
-            recon_px=f"{metrics['recon/mse_px']:.3g}",
+            recon_px=f"{metrics.get('recon/mse_px', float('nan')):.3g}",
             entropy=f"{metrics.get('policy/entropy', 0):.2f}",
         )
-        done = learner.step == total
-        if args.eval_every and (learner.step % args.eval_every == 0 or done):
-            greedy = Actor(model, args.policy, learner.temperature, greedy=True)
-            result = evaluate(model, generator, val, greedy, seed=args.seed)
+        done = update == total
+        if args.eval_every and (update % args.eval_every == 0 or done):
+            result = evaluate(model, generator, val, Greedy(learner), seed=args.seed)
             writer.add_scalar("eval/recovered", result["recovered"], step)
             writer.add_scalar("eval/bracket_f1", result["bracket_f1"], step)
             writer.add_scalar("eval/recon_mse_px", result["recon_mse"], step)
             writer.add_scalar("eval/classifier_accuracy", result["classifier"]["accuracy"], step)
-        if args.image_every and (learner.step % args.image_every == 0 or done):
+        if args.image_every and (update % args.image_every == 0 or done):
             log_images(writer, model, generator, shown, learner, step)
-        if learner.step % args.checkpoint_every == 0 or learner.step == end:
+        if update % args.checkpoint_every == 0 or update == end:
             checkpoint.save(
                 run_dir / "checkpoint.pt",
                 {
                     "config": asdict(config),
                     "model": model.state_dict(),
                     "learner": learner.state_dict(),
+                    "update": update,
+                    "schedule": schedule.to_dict(),
                     "args": asdict(args),
                     "rng": checkpoint.rng_state(),
                     "env_id": args.env_id,
@@ -312,7 +328,7 @@ def main(args: Args) -> Path:
     bar.close()
     writer.close()
     print(
-        f"run directory: {run_dir}  ({learner.step}/{total} updates, "
+        f"run directory: {run_dir}  ({update}/{total} updates, "
         f"{time.perf_counter() - start:.0f}s this invocation)"
     )
     return run_dir
