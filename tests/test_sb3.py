@@ -131,3 +131,36 @@ def test_dummy_route_and_errors(tmp_path):
         make_algo("sac", venv, seed=0)
     with pytest.raises(SystemExit, match="unknown env id"):
         sb3_script.main(sb3_script.Args(env_id="Nope-v0", runs_dir=str(tmp_path)))
+
+
+def test_compare_smoke(tmp_path, reference_dir):
+    from htm_gym.datasets import load_token_file
+
+    compare = _script("compare")
+    ref = load_token_file(str(reference_dir / "crosses_test_20000.npz"))
+    small = tmp_path / "crosses_small.npz"
+    np.savez(small, tokens=ref.tokens[:64], num_tokens=ref.num_tokens[:64])
+    rows = compare.main(
+        compare.Args(
+            seeds=(1, 2),
+            learners=("random", "maskable_ppo"),
+            env_ids=("HTM-Crosses-v0",),
+            budget=0.002,
+            sb3_timesteps=256,
+            num_envs=16,
+            jobs=1,
+            crosses_tokens=str(small),
+            runs_dir=str(tmp_path / "cmp"),
+            run_name="t",
+        )
+    )
+    assert {(r["learner"], r["seed"]) for r in rows} == {
+        ("random", 1),
+        ("random", 2),
+        ("maskable_ppo", 1),
+        ("maskable_ppo", 2),
+    }
+    md = (tmp_path / "cmp" / "t" / "table.md").read_text()
+    assert "| maskable_ppo |" in md and "| random |" in md
+    with pytest.raises(SystemExit, match="unknown learner"):
+        compare.main(compare.Args(learners=("sac",), runs_dir=str(tmp_path)))

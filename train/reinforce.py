@@ -230,13 +230,14 @@ def main(args: Args) -> Path:
         )
     except (ValueError, TypeError) as e:
         raise SystemExit(str(e)) from e
-    update = 0
+    update, env_steps = 0, 0
     if resume is not None:
         run_dir = Path(args.resume)
         run_dir = run_dir if run_dir.is_dir() else run_dir.parent
         model.load_state_dict(resume["model"])
         learner.load_state_dict(resume["learner"])
         update = int(resume.get("update", resume["learner"].get("step", 0)))
+        env_steps = int(resume.get("env_steps", 0))
         checkpoint.set_rng_state(resume["rng"])
     else:
         run_dir = checkpoint.new_run_dir(
@@ -268,10 +269,12 @@ def main(args: Args) -> Path:
             )
             collector = EpisodeCollector(venv, seed=round_seed(args.seed, 10**9 + i))
         seed = round_seed(args.seed, update, skips)
+        before = collector.env_steps
         if schedule.stages[i].merges == 0:
             episodes = collector.reset_round(seed=seed)
         else:
             episodes = collector.collect_round(learner, seed=seed)
+        env_steps += collector.env_steps - before
         step = update
         metrics = {
             k if "/" in k else f"learner/{k}": v for k, v in learner.update(episodes).items()
@@ -290,6 +293,7 @@ def main(args: Args) -> Path:
         for k, v in metrics.items():
             writer.add_scalar(k, v, step)
         writer.add_scalar("train/stage", i, step)
+        writer.add_scalar("train/env_steps", env_steps, step)
         writer.add_scalar(
             "train/updates_per_s",
             (update - first) / max(time.perf_counter() - start, 1e-9),
@@ -318,6 +322,7 @@ def main(args: Args) -> Path:
                     "model": model.state_dict(),
                     "learner": learner.state_dict(),
                     "update": update,
+                    "env_steps": env_steps,
                     "schedule": schedule.to_dict(),
                     "args": asdict(args),
                     "rng": checkpoint.rng_state(),
