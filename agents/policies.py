@@ -10,6 +10,7 @@ from torch import Tensor
 
 from agents.losses import masked_log_probs
 from htm_gym.nets import HTMModel
+from htm_gym.scoring import IncrementalPairLogits
 
 POLICIES = ("learned", "heuristic", "random")
 
@@ -90,3 +91,42 @@ class HeuristicAgent(Actor):
         device = next(model.parameters()).device
         gen = torch.Generator(device=device).manual_seed(seed)
         super().__init__(model, "heuristic", temperature, greedy, gen)
+
+
+class IncrementalActor:
+    """The learned policy with incremental pair scoring (:mod:`htm_gym.scoring`): after a
+    merge only the merged slot's row and column of logits are rescored. Same actions as
+    ``Actor(model, "learned")`` (tested), at O(S) pair scores per step instead of O(S^2).
+
+    It tracks its own last action; rows whose active set is not the expected one (a new
+    episode, an illegal no-op) are rescored in full.
+    """
+
+    def __init__(
+        self, model: HTMModel, greedy: bool = True, generator: torch.Generator | None = None
+    ) -> None:
+        self.model, self.greedy, self.generator = model, greedy, generator
+        self.cache = IncrementalPairLogits(model.policy)
+        self.expected: Tensor | None = None  # (B, S) active set after our last action
+        self.left: Tensor | None = None  # (B,) slot our last merge wrote
+
+    @torch.no_grad()
+    def act(
+        self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool | None = None
+    ) -> Tensor:
+        nodes, active = obs["nodes"], obs["active"].bool()
+        b, s, _ = nodes.shape
+        if self.expected is None or self.expected.shape != active.shape:
+            self.cache.reset(nodes)
+        else:
+            stale = (active != self.expected).any(1)
+            self.cache.reset(nodes, stale.nonzero().squeeze(1))
+            self.cache.update(nodes, self.left, (~stale).nonzero().squeeze(1))
+        logits = self.cache.table.reshape(b, s * s)
+        if self.greedy if greedy is None else greedy:  # argmax needs no normalisation
+            a = logits.masked_fill(~action_mask.bool(), -torch.inf).argmax(1)
+        else:
+            a = sample(masked_log_probs(logits, action_mask.bool()), self.generator, False)
+        self.left, right = a // s, a % s
+        self.expected = active & ~torch.nn.functional.one_hot(right, s).bool()
+        return a

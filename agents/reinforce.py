@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from agents import losses
 from agents.base import EpisodeBatch
@@ -35,6 +36,9 @@ class ReinforceConfig:
     baseline_size: int = 50_000  # rewards kept per merge depth for the running baseline
     loss_power: float = 0.01
     grad_clip: float = 1.0  # per optimiser group, so one loss cannot shrink another's step
+    # Recompute each step's pair logits in the backward pass instead of keeping them: memory
+    # per step O(S E) instead of O(S^2) (or O(S^2 H) for the MLP scorer); for large P.
+    checkpoint_policy: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -216,14 +220,24 @@ class ReinforceLearner:
         kind = self.config.policy
         logps, ents = [], []
 
-        def score(state: core.MergeState, t: int, apply: Tensor) -> None:
-            legal = core.legal_pairs(state.active).flatten(1)
-            logits = self.pair_logits(core.nodes(state).detach(), state.active)
+        def head(nodes: Tensor, active: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+            legal = core.legal_pairs(active).flatten(1)
+            logits = self.pair_logits(nodes, active)
             if kind != "learned":  # heuristic scores must not train the merger
                 logits = logits.detach()
             logp = losses.masked_log_probs(logits, legal, self.temperature())
-            logps.append(logp.gather(1, g.actions[:, t].clamp(min=0)[:, None]).squeeze(1))
-            ents.append(losses.normalized_entropy(logp, legal))
+            return logp.gather(1, action[:, None]).squeeze(1), losses.normalized_entropy(
+                logp, legal
+            )
+
+        def score(state: core.MergeState, t: int, apply: Tensor) -> None:
+            inputs = (core.nodes(state).detach(), state.active, g.actions[:, t].clamp(min=0))
+            if self.config.checkpoint_policy:
+                logp, ent = checkpoint(head, *inputs, use_reentrant=False)
+            else:
+                logp, ent = head(*inputs)
+            logps.append(logp)
+            ents.append(ent)
 
         state, step_losses = core.replay(
             self.model, g.tokens, g.num_tokens, g.noise, g.actions, g.lengths, before_merge=score

@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 ENV_IDS: dict[str, dict] = {
     "HTM-Crosses-v0": {"dataset": "crosses"},
     "HTM-Trees-v0": {"dataset": "trees"},
+    "HTM-Digits-v0": {"dataset": "digits"},
+    "HTM-Digits16-v0": {"dataset": "digits16"},
 }
 
 for _env_id, _kwargs in ENV_IDS.items():

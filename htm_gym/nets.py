@@ -29,8 +29,13 @@ class HTMConfig:
     token_loc: float = 0.0
     token_scale: float = 1.0
     noise_std: float = 0.01
+    policy_kind: str = "mlp"  # "mlp" (report 3.1) or "bilinear" (cheaper, for large P)
 
     def __post_init__(self) -> None:
+        if self.policy_kind not in POLICY_KINDS:
+            raise ValueError(
+                f"HTMConfig.policy_kind must be one of {POLICY_KINDS}, got {self.policy_kind!r}"
+            )
         for name in ("token_dim", "embed_dim", "hidden_dim", "policy_hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"HTMConfig.{name} must be a positive integer")
@@ -55,25 +60,61 @@ class MLP(nn.Module):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
+POLICY_KINDS = ("mlp", "bilinear")
+PAIR_CHUNK = 1 << 22  # pair-hidden activations computed at once, bounding memory at large P
+
+
 class PairScorer(MLP):
     """Policy network: one logit for an ordered pair ``(a, b)`` of embedded tokens.
 
-    ``forward(cat(a, b))`` is the report's concatenated form. ``all_pairs`` gives the same
-    function on every ordered pair of a node table, splitting the first layer into
-    per-token projections so the (S, S) table costs two (S, E)x(E, H) products instead of
-    S^2 of them.
+    ``forward(cat(a, b))`` is the report's concatenated form. ``score_block`` gives the same
+    function on every (left, right) pair of two node tables, splitting the first layer into
+    per-token projections: the first layer costs (I + J) token products instead of I * J
+    pair products. ``all_pairs`` scores a whole (S, S) table in row chunks, so at most
+    ``PAIR_CHUNK`` pair activations of width H exist at once.
     """
 
     def __init__(self, embed_dim: int, hidden_dim: int) -> None:
         super().__init__(2 * embed_dim, hidden_dim, 1)
         self.embed_dim = embed_dim
 
-    def all_pairs(self, nodes: Tensor) -> Tensor:  # (B, S, E) -> (B, S, S)
+    def score_block(self, left: Tensor, right: Tensor) -> Tensor:  # (B,I,E),(B,J,E)->(B,I,J)
         w_a, w_b = self.fc1.weight.split(self.embed_dim, dim=1)  # (H, E) each
-        first = nodes @ w_a.T + self.fc1.bias  # (B, S, H), as the pair's left member
-        second = nodes @ w_b.T  # (B, S, H), as the right member
-        h = torch.relu(first[:, :, None, :] + second[:, None, :, :])  # (B, S, S, H)
+        first = left @ w_a.T + self.fc1.bias  # (B, I, H), as the pair's left member
+        second = right @ w_b.T  # (B, J, H), as the right member
+        h = torch.relu(first[:, :, None, :] + second[:, None, :, :])  # (B, I, J, H)
         return self.fc3(torch.relu(self.fc2(h))).squeeze(-1)
+
+    def all_pairs(self, nodes: Tensor) -> Tensor:  # (B, S, E) -> (B, S, S)
+        b, s, _ = nodes.shape
+        rows = max(1, PAIR_CHUNK // max(b * s * self.fc1.out_features, 1))
+        if rows >= s:
+            return self.score_block(nodes, nodes)
+        return torch.cat(
+            [self.score_block(nodes[:, i : i + rows], nodes) for i in range(0, s, rows)], 1
+        )
+
+
+class BilinearPairScorer(nn.Module):
+    """A cheaper policy for large P: ``logit(a, b) = q(a) . k(b) / sqrt(d) + u(a) + v(b)``.
+
+    A whole (S, S) table is one batched matrix product, O(S^2 d) with no pair-hidden
+    activations; a row or column after a merge is O(S d).
+    """
+
+    def __init__(self, embed_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.q = nn.Linear(embed_dim, hidden_dim + 1)  # last column: the left bias u(a)
+        self.k = nn.Linear(embed_dim, hidden_dim + 1, bias=False)  # last: v(b)
+        self.scale = hidden_dim**-0.5
+
+    def score_block(self, left: Tensor, right: Tensor) -> Tensor:  # (B,I,E),(B,J,E)->(B,I,J)
+        q, u = self.q(left).split([self.q.out_features - 1, 1], -1)  # (B,I,d), (B,I,1)
+        k, v = self.k(right).split([self.k.out_features - 1, 1], -1)  # (B,J,d), (B,J,1)
+        return q @ k.transpose(1, 2) * self.scale + u + v.transpose(1, 2)
+
+    def all_pairs(self, nodes: Tensor) -> Tensor:  # (B, S, E) -> (B, S, S)
+        return self.score_block(nodes, nodes)
 
 
 class HTMModel(nn.Module):
@@ -88,7 +129,8 @@ class HTMModel(nn.Module):
         self.merger = MLP(2 * e, h, e)
         self.unmerger = MLP(e, h, 2 * e)
         self.classifier = MLP(e, config.classifier_hidden_dim, 2)  # logits: (leaf, internal)
-        self.policy = PairScorer(e, config.policy_hidden_dim)
+        scorer = PairScorer if config.policy_kind == "mlp" else BilinearPairScorer
+        self.policy = scorer(e, config.policy_hidden_dim)
         self.register_buffer("token_loc", torch.tensor(float(config.token_loc)))
         self.register_buffer("token_scale", torch.tensor(float(config.token_scale)))
         self.apply(_glorot)
@@ -120,7 +162,8 @@ class HTMModel(nn.Module):
 def _glorot(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.xavier_uniform_(m.weight)
-        nn.init.zeros_(m.bias)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def make_model(

@@ -69,6 +69,12 @@ class Args:
     """embedding width (default: 18 crosses, 7 trees)"""
     hidden_dim: int = 256
     policy_hidden_dim: int = 64
+    policy_kind: Literal["mlp", "bilinear"] = "mlp"
+    """pair scorer: the report's MLP, or a bilinear form (cheaper at large P)"""
+    checkpoint_policy: bool = False
+    """recompute pair logits in the backward pass (memory O(S) per step; for large P)"""
+    final_merges: int | None = None
+    """merge budget of the last curriculum stage (default: to the root)"""
     noise_std: float = 0.01
     token_scale: float | None = None
     """token units per normalised unit inside the model (default: the dataset's)"""
@@ -127,6 +133,11 @@ def build_schedule(args: Args, dataset: str, max_merges: int) -> Schedule:
     n = len(steps)
     if n > max_merges + 1:
         raise SystemExit(f"--stage-steps has {n} stages; {dataset} allows at most {max_merges + 1}")
+    if args.final_merges is not None and not n - 1 <= args.final_merges <= max_merges:
+        raise SystemExit(
+            f"--final-merges must lie in [{n - 1}, {max_merges}] (after {n - 1} stages of "
+            f"k merges, at most P - 1), got {args.final_merges}"
+        )
     cols = {
         k: per_stage(getattr(args, k), n, k.replace("_", "-"))
         for k in (
@@ -140,7 +151,7 @@ def build_schedule(args: Args, dataset: str, max_merges: int) -> Schedule:
     }
     stages = tuple(
         Stage(
-            merges=None if k == n - 1 else k,
+            merges=args.final_merges if k == n - 1 else k,
             steps=steps[k],
             lr=cols["lr"][k],
             lr_decay=args.lr_end ** (1 / max(steps[k] - 1, 1)),
@@ -212,6 +223,7 @@ def main(args: Args) -> Path:
         embed_dim=args.embed_dim or DEFAULT_EMBED_DIM.get(generator.name, 16),
         hidden_dim=args.hidden_dim,
         policy_hidden_dim=args.policy_hidden_dim,
+        policy_kind=args.policy_kind,
         token_loc=generator.token_loc,
         token_scale=args.token_scale or generator.token_scale,
         noise_std=args.noise_std,
@@ -225,7 +237,10 @@ def main(args: Args) -> Path:
             schedule,
             args.seed,
             ReinforceConfig(
-                policy=args.policy, lambda_entropy=args.lambda_entropy, loss_power=args.loss_power
+                policy=args.policy,
+                lambda_entropy=args.lambda_entropy,
+                loss_power=args.loss_power,
+                checkpoint_policy=args.checkpoint_policy,
             ),
         )
     except (ValueError, TypeError) as e:

@@ -11,11 +11,14 @@ from htm_gym.datasets.base import (
     validate_tokens,
 )
 from htm_gym.datasets.crosses import CrossesGenerator
+from htm_gym.datasets.digits import Digits16Generator, DigitsGenerator
 from htm_gym.datasets.trees import TreesGenerator
 
 GENERATORS: dict[str, type[TokenGenerator]] = {
     "crosses": CrossesGenerator,
     "trees": TreesGenerator,
+    "digits": DigitsGenerator,
+    "digits16": Digits16Generator,
 }
 
 
@@ -32,6 +35,8 @@ def make_generator(name: str, **kwargs: Any) -> TokenGenerator:
 __all__ = [
     "GENERATORS",
     "CrossesGenerator",
+    "Digits16Generator",
+    "DigitsGenerator",
     "TokenBatch",
     "TokenGenerator",
     "TreesGenerator",

@@ -1,0 +1,103 @@
+"""Large populations: digits tokens, factorised/incremental pair scoring, checkpointed replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import htm_gym.nets as nets
+from agents.base import EpisodeBatch
+from agents.policies import Actor, IncrementalActor
+from agents.reinforce import ReinforceConfig, ReinforceLearner
+from agents.rollout import EpisodeCollector
+from agents.schedules import Schedule, Stage
+from htm_gym.datasets import Digits16Generator, DigitsGenerator
+from htm_gym.datasets.digits import _images
+from htm_gym.nets import HTMConfig, make_model
+from htm_gym.scoring import IncrementalPairLogits
+from htm_gym.vector_env import HTMVectorEnv
+
+
+def test_digits_tokens_split_and_image_round_trip():
+    train, test = DigitsGenerator(split="train"), DigitsGenerator(split="test")
+    assert not set(train.indices) & set(test.indices)
+    assert len(train.indices) + len(test.indices) == 1797
+    assert train.max_tokens == test.max_tokens  # same spaces for both splits
+    batch = train.sample(np.random.default_rng(0), 50)
+    assert batch.num_tokens.min() >= 2 and batch.num_tokens.max() <= train.max_tokens
+    images = _images(8)[train.indices[:20]]
+    tok = train.tokenize(images)
+    for i in range(20):
+        kept = np.where(images[i] > train.threshold, images[i], 0.0)
+        np.testing.assert_allclose(train.to_image(tok[i]), kept, atol=1e-4)
+        np.testing.assert_allclose(train.to_image(tok[i][::-1]), kept, atol=1e-4)  # any order
+    big = Digits16Generator()
+    assert big.min_tokens >= 50 and big.max_tokens <= 200
+    with pytest.raises(ValueError, match="split"):
+        DigitsGenerator(split="validation")
+
+
+@pytest.mark.parametrize("chunk", [1 << 22, 64])
+def test_factorised_scorer_equals_concatenated_form(monkeypatch, chunk):
+    monkeypatch.setattr(nets, "PAIR_CHUNK", chunk)  # 64: one row per chunk
+    torch.manual_seed(0)
+    scorer = nets.PairScorer(5, 8)
+    nodes = torch.randn(3, 7, 5)
+    pairs = torch.cat([nodes[:, :, None].expand(3, 7, 7, 5), nodes[:, None].expand(3, 7, 7, 5)], -1)
+    torch.testing.assert_close(scorer.all_pairs(nodes), scorer(pairs).squeeze(-1))
+
+
+def _model(kind: str, token_dim: int = 3):
+    return make_model(
+        HTMConfig(token_dim=token_dim, embed_dim=6, hidden_dim=16, policy_kind=kind), seed=0
+    )
+
+
+@pytest.mark.parametrize("kind", ["mlp", "bilinear"])
+def test_incremental_table_equals_full_rescoring(kind):
+    model = _model(kind)
+    venv = HTMVectorEnv(
+        8, dataset="digits", model=model, array_type="torch", autoreset_mode="disabled"
+    )
+    obs, info = venv.reset(seed=0)
+    cache = IncrementalPairLogits(model.policy)
+    cache.reset(obs["nodes"])
+    gen = torch.Generator().manual_seed(0)
+    s = venv.sim.S
+    for _ in range(10):
+        mask = info["action_mask"]
+        a = torch.multinomial(mask.float(), 1, generator=gen)[:, 0]
+        obs, _, _, _, info = venv.step(a)
+        table = cache.update(obs["nodes"], a // s)
+        legal = info["action_mask"].bool().reshape(-1, s, s)
+        full = model.policy.all_pairs(obs["nodes"])
+        torch.testing.assert_close(table[legal], full[legal], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "bilinear"])
+def test_incremental_actor_matches_full_actor_over_episodes(kind):
+    model = _model(kind)
+    episodes = {}
+    for name, actor in (
+        ("full", Actor(model, "learned", greedy=True)),
+        ("incremental", IncrementalActor(model, greedy=True)),
+    ):
+        venv = HTMVectorEnv(6, dataset="digits", model=model, array_type="torch", noise_std=0.0)
+        episodes[name] = EpisodeCollector(venv, seed=3).collect(actor, min_episodes=12)
+    a, b = episodes["full"], episodes["incremental"]
+    assert torch.equal(a.actions, b.actions) and torch.equal(a.lengths, b.lengths)
+
+
+def test_checkpointed_policy_replay_gives_the_same_gradients():
+    grads = []
+    for ckpt in (False, True):
+        model = _model("bilinear", token_dim=4)
+        sched = Schedule((Stage(merges=None, steps=5),))
+        learner = ReinforceLearner(model, sched, ReinforceConfig(checkpoint_policy=ckpt), seed=0)
+        venv = HTMVectorEnv(8, model=model, array_type="torch")
+        eps: EpisodeBatch = EpisodeCollector(venv).collect_round(learner, seed=1)
+        learner.update(eps)
+        grads.append([p.detach().clone() for p in model.policy.parameters()])
+    for g0, g1 in zip(*grads, strict=True):
+        torch.testing.assert_close(g0, g1)
