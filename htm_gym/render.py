@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection
+from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 _COLORS = np.array(
     [
@@ -35,8 +36,15 @@ def token_points(tokens: np.ndarray) -> np.ndarray:
 
 
 def draw_tokens(ax, tokens: np.ndarray, colors: np.ndarray | None = None, **kw) -> None:
-    """Segments for 4-d tokens (crosses), dots for anything else (trees: node positions)."""
+    """Segments for 4-d tokens (crosses), grey squares shaded by the third coordinate for 3-d
+    tokens (digits: x, y, intensity), dots for 2-d ones (trees: node positions)."""
     tokens = np.asarray(tokens, dtype=np.float64)
+    if tokens.shape[-1] == 3 and colors is None:  # unit pixels in data coordinates
+        shade = np.clip(tokens[:, 2] / max(float(np.nanmax(tokens[:, 2], initial=1.0)), 1e-6), 0, 1)
+        squares = [Rectangle((x - 0.5, y - 0.5), 1.0, 1.0) for x, y in tokens[:, :2]]
+        grey = np.repeat(1.0 - shade[:, None], 3, axis=1)
+        ax.add_collection(PatchCollection(squares, facecolors=grey, edgecolors="none", **kw))
+        return
     colors = _COLORS[np.zeros(len(tokens), int)] if colors is None else colors
     if tokens.shape[-1] == 4:
         ax.add_collection(

@@ -164,3 +164,9 @@ def test_compare_smoke(tmp_path, reference_dir):
     assert "| maskable_ppo |" in md and "| random |" in md
     with pytest.raises(SystemExit, match="unknown learner"):
         compare.main(compare.Args(learners=("sac",), runs_dir=str(tmp_path)))
+
+
+def test_bench_sb3_smoke():
+    bench = _script("bench_sb3")
+    out = bench.main(bench.Args(algos=("maskable_ppo",), num_envs=8, total_timesteps=256))
+    assert out["maskable_ppo"]["native"] > 0 and out["maskable_ppo"]["dummy"] > 0

@@ -101,3 +101,18 @@ def test_checkpointed_policy_replay_gives_the_same_gradients():
         grads.append([p.detach().clone() for p in model.policy.parameters()])
     for g0, g1 in zip(*grads, strict=True):
         torch.testing.assert_close(g0, g1)
+
+
+def test_bench_scaling_smoke(tmp_path):
+    from tests.test_scripts import _script
+
+    bench = _script("bench_scaling")
+    res = bench.main(
+        bench.Args(
+            sizes=(4, 8), batch=4, hidden_dim=16, output=str(tmp_path / "b.json"), isolate=False
+        )
+    )
+    assert [r["P"] for r in res["rows"]] == [4, 8]
+    assert res["rows"][1]["train_step"]["skipped"] == 0.0
+    assert all(np.isfinite(v) for v in res["slopes"].values())
+    assert (tmp_path / "b.json").is_file()

@@ -1,0 +1,160 @@
+"""Measurements behind ``train/bench_scaling.py``, importable so each runs in a fresh
+process (peak memory is then that measurement's own)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from agents.policies import Actor, IncrementalActor
+from agents.reinforce import ReinforceConfig, ReinforceLearner
+from agents.rollout import EpisodeCollector
+from agents.schedules import Schedule, Stage
+from htm_gym.datasets import TokenBatch, TokenGenerator
+from htm_gym.nets import HTMConfig, make_model
+from htm_gym.scoring import IncrementalPairLogits
+from htm_gym.vector_env import HTMVectorEnv
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    batch: int = 64
+    embed_dim: int = 16
+    hidden_dim: int = 256
+    policy_hidden_dim: int = 64
+    naive_max_seconds: float = 60.0
+    threads: int = 0
+    device: str = "cpu"
+
+
+class UniformTokens(TokenGenerator):
+    """P tokens (x, y, v) uniform in [0, 16)^3: fixed-size populations for timing."""
+
+    name = "uniform"
+    token_dim = 3
+    image_size = 16.0
+    token_loc = token_scale = 8.0
+
+    def __init__(self, p: int) -> None:
+        self.max_tokens = self.min_tokens = p
+        self.draw_size = 3 * p
+
+    def build(self, draws: np.ndarray) -> TokenBatch:
+        tokens = (16 * draws.reshape(len(draws), self.max_tokens, 3)).astype(np.float32)
+        return TokenBatch(tokens, np.full(len(draws), self.max_tokens))
+
+    def constituents(self, num_tokens: int) -> list[tuple[int, ...]]:
+        return [tuple(range(num_tokens))]
+
+
+def _setup(args: ScalingConfig, p: int, kind: str = "mlp"):
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    config = HTMConfig(
+        token_dim=3,
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+        policy_hidden_dim=args.policy_hidden_dim,
+        policy_kind=kind,
+        token_loc=8.0,
+        token_scale=8.0,
+    )
+    model = make_model(config, seed=0, device=args.device)
+    venv = HTMVectorEnv(
+        args.batch,
+        dataset=UniformTokens(p),
+        model=model,
+        array_type="torch",
+        autoreset_mode="disabled",
+        device=args.device,
+    )
+    return model, venv
+
+
+def _sync(args: ScalingConfig) -> None:
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def rollout(args: ScalingConfig, p: int, mode: str, kind: str = "mlp") -> dict:
+    model, venv = _setup(args, p, kind)
+    actor = IncrementalActor(model) if mode == "incremental" else Actor(model, greedy=True)
+    obs, info = venv.reset(seed=0)
+    times, extrapolated = [], False
+    for t in range(p - 1):
+        start = time.perf_counter()
+        obs, _, term, _, info = venv.step(actor.act(obs, info["action_mask"]))
+        _sync(args)
+        times.append(time.perf_counter() - start)
+        if mode == "naive" and t == 2 and np.mean(times) * (p - 1) > args.naive_max_seconds:
+            extrapolated = True
+            break
+    seconds = float(np.mean(times) * (p - 1)) if extrapolated else float(np.sum(times))
+    if not extrapolated:
+        assert bool(term.all()), "every row reached the root"
+    return {"seconds": seconds, "extrapolated": extrapolated, "merges": args.batch * (p - 1)}
+
+
+@torch.no_grad()
+def scoring_step(args: ScalingConfig, p: int) -> dict:
+    """Median time of one incremental update vs one full rescoring, mid-episode."""
+    model, venv = _setup(args, p)
+    obs, _ = venv.reset(seed=0)
+    cache = IncrementalPairLogits(model.policy)
+    cache.reset(obs["nodes"])
+    slots = torch.randint(0, p, (args.batch,), generator=torch.Generator().manual_seed(0))
+    slots = slots.to(args.device)
+    out = {}
+    for name, fn, reps in (
+        ("incremental", lambda: cache.update(obs["nodes"], slots), 20),
+        ("full", lambda: model.policy.all_pairs(obs["nodes"]), 3),
+    ):
+        fn()
+        ts = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            _sync(args)
+            ts.append(time.perf_counter() - start)
+        out[name] = float(np.median(ts))
+    return out
+
+
+def train_step(args: ScalingConfig, p: int) -> dict:
+    model, venv = _setup(args, p, kind="bilinear")
+    sched = Schedule((Stage(merges=None, steps=10),))
+    learner = ReinforceLearner(model, sched, ReinforceConfig(checkpoint_policy=True), seed=0)
+    episodes = EpisodeCollector(
+        venv.__class__(
+            args.batch,
+            dataset=UniformTokens(p),
+            model=model,
+            array_type="torch",
+            device=args.device,
+        )
+    ).collect_round(learner, seed=0)
+    start = time.perf_counter()
+    metrics = learner.update(episodes)
+    _sync(args)
+    return {"seconds": time.perf_counter() - start, "skipped": metrics["train/skipped"]}
+
+
+def _measure(fn_name: str, args: ScalingConfig, *rest) -> dict:
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = globals()[fn_name](args, *rest)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result | {"peak_rss_mb": peak, "baseline_rss_mb": base}
+
+
+def measure(fn_name: str, args: ScalingConfig, *rest, isolate: bool = True) -> dict:
+    """One measurement, in a fresh spawned process unless ``isolate`` is False (then its
+    peak memory is the whole process's so far)."""
+    if not isolate:
+        return _measure(fn_name, args, *rest)
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_measure, (fn_name, args, *rest))
