@@ -25,6 +25,7 @@ def rollout_tokens(
     batch_size: int = 4096,
     seed: int = 0,
     noise_std: float | None = None,
+    max_merges: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Merge every instance of ``data`` to the root with ``policy`` in the vector env.
 
@@ -41,7 +42,12 @@ def rollout_tokens(
         num = data.num_tokens[start : start + batch_size]
         if venv is None or venv.num_envs != len(num):
             venv = HTMVectorEnv(
-                len(num), dataset=generator, model=model, array_type="torch", noise_std=noise_std
+                len(num),
+                dataset=generator,
+                model=model,
+                array_type="torch",
+                noise_std=noise_std,
+                max_merges=max_merges,
             )
         collector = EpisodeCollector(venv, seed=seed)
         eps = collector.collect_round(
@@ -95,9 +101,11 @@ def evaluate(
     batch_size: int = 4096,
     seed: int = 0,
     noise_std: float | None = None,
+    max_merges: int | None = None,
 ) -> dict[str, Any]:
-    """Structure, reconstruction and classifier metrics of ``policy`` on ``data``."""
-    r = rollout_tokens(model, generator, data, policy, batch_size, seed, noise_std)
+    """Structure, reconstruction and classifier metrics of ``policy`` on ``data``
+    (merging to the root, or ``max_merges`` merges per instance)."""
+    r = rollout_tokens(model, generator, data, policy, batch_size, seed, noise_std, max_merges)
     num = data.num_tokens
     mse = instance_mse(r["rec"], data)
     s = metrics.structure_scores(r["children"], r["lengths"], num, generator.constituents)

@@ -101,13 +101,14 @@ def write_report(
     num_samples: int = 1000,
     seed: int = 0,
     num_roots: int = 20000,
+    max_merges: int | None = None,
 ) -> dict[str, Any]:
     """All report figures for one checkpoint; ``test`` is held out, ``train`` comes from the
     training distribution (the training stream itself is never stored)."""
     rep = ReportWriter(out_dir)
     greedy = checkpoint.checkpoint_actor(model, ckpt, greedy=True)
-    r_test = rollout_tokens(model, generator, test, greedy, seed=seed)
-    r_train = rollout_tokens(model, generator, train, greedy, seed=seed)
+    r_test = rollout_tokens(model, generator, test, greedy, seed=seed, max_merges=max_merges)
+    r_train = rollout_tokens(model, generator, train, greedy, seed=seed, max_merges=max_merges)
 
     table = metrics.classifier_report(r_test["prob"], r_test["label"])
     fig, areas = figures.classifier_curves(r_test["prob"], r_test["label"])
@@ -136,7 +137,7 @@ def write_report(
         model, ckpt, greedy=False, generator=torch.Generator().manual_seed(seed)
     )
     subset = TokenBatch(test.tokens[shown], test.num_tokens[shown])
-    r_pol = rollout_tokens(model, generator, subset, sampled, seed=seed)
+    r_pol = rollout_tokens(model, generator, subset, sampled, seed=seed, max_merges=max_merges)
     children = [r_pol["children"][i, : r_pol["lengths"][i]] for i in range(len(subset))]
     rep.figure("policy_diagram", policy_diagram(children, list(subset.num_tokens)))
 
@@ -156,6 +157,10 @@ def write_report(
         ),
     )
 
+    if max_merges is not None:  # roots exist only for runs trained to the root
+        rep.table("generation", {"skipped": "the run does not merge to the root"})
+        rep.close()
+        return rep.summary
     sampler, sampler_path, _ = run_sampler(
         run_dir, model, generator, greedy, seed=seed, num_roots=num_roots
     )

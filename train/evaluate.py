@@ -66,6 +66,7 @@ def main(args: Args) -> dict:
         data = generator.sample(np.random.default_rng(args.seed), args.num_instances)
         name = f"generated_{args.num_instances}_seed{args.seed}"
     policy = ckpt["args"]["policy"]
+    max_merges = ckpt["args"].get("final_merges")  # a run trained short of the root
     results = {"env_id": env_id, "data": name, "policy": policy, "checkpoint": str(args.checkpoint)}
     modes = [("greedy", True, None), ("sampled", False, None)]
     if args.noise_free:
@@ -74,7 +75,9 @@ def main(args: Args) -> dict:
         gen = torch.Generator(args.device).manual_seed(args.seed)
         actor = checkpoint.checkpoint_actor(model, ckpt, greedy, gen)
         start = time.perf_counter()
-        results[mode] = evaluate(model, generator, data, actor, args.batch_size, args.seed, noise)
+        results[mode] = evaluate(
+            model, generator, data, actor, args.batch_size, args.seed, noise, max_merges
+        )
         results[mode]["seconds"] = time.perf_counter() - start
     print_table(results)
     run_dir = Path(args.checkpoint)
@@ -98,13 +101,18 @@ def main(args: Args) -> dict:
             args.report_samples,
             args.seed,
             args.report_roots,
+            max_merges,
         )
         results["report"] = summary
         gen = summary["generation"]
-        print(
-            f"report -> {report_dir}: generated validity {gen['validity']:.4f}, valid token "
-            f"counts {gen['valid_count_distribution']}, novel {gen['novel_fraction_of_valid']:.3f}"
-        )
+        if gen.get("validity") is not None:
+            print(
+                f"report -> {report_dir}: generated validity {gen['validity']:.4f}, valid token "
+                f"counts {gen['valid_count_distribution']}, novel "
+                f"{gen['novel_fraction_of_valid']:.3f}"
+            )
+        else:
+            print(f"report -> {report_dir} (generation: {gen})")
     return results
 
 

@@ -63,6 +63,11 @@ def main(args: Args) -> dict:
         raise SystemExit(f"--max-components must be >= 1, got {args.max_components}")
     model, ckpt = checkpoint.load_trained(args.checkpoint, args.device)
     env_id, generator = checkpoint.checkpoint_env(ckpt)
+    if ckpt["args"].get("final_merges") is not None:
+        raise SystemExit(
+            f"{args.checkpoint} was trained to {ckpt['args']['final_merges']} merges, not to "
+            "the root: generation samples roots, so it needs a to-root run"
+        )
     run_dir = Path(args.checkpoint)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
     actor = checkpoint.checkpoint_actor(model, ckpt, greedy=True)
@@ -111,7 +116,7 @@ def main(args: Args) -> dict:
     sample_grid(shown, generator.image_size).savefig(stem.with_suffix(".png"), dpi=100)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     print(f"{args.num_samples} samples in {seconds:.2f}s -> {stem}")
-    if args.score:
+    if args.score and result["validity"] is not None:
         print(
             f"validity {result['validity']:.4f}  valid token counts "
             f"{result['valid_count_distribution']}  novel {result['novel_fraction_of_valid']:.3f}"
