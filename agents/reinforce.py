@@ -221,6 +221,15 @@ class ReinforceLearner:
         logps, ents = [], []
 
         def head(nodes: Tensor, active: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+            # Score only the active slots: the softmax over legal pairs is unchanged, and the
+            # table shrinks from S^2 to (P - t)^2 as merges proceed (3x less over an episode).
+            s = active.shape[1]
+            order, rank = core.active_first(active)
+            k = order.shape[1]
+            nodes = nodes.gather(1, order[..., None].expand(-1, -1, nodes.shape[-1]))
+            active = active.gather(1, order)
+            left, right = rank.gather(1, action[:, None] // s), rank.gather(1, action[:, None] % s)
+            action = (left * k + right).squeeze(1).clamp(min=0)  # rows past their end: ignored
             legal = core.legal_pairs(active).flatten(1)
             logits = self.pair_logits(nodes, active)
             if kind != "learned":  # heuristic scores must not train the merger

@@ -133,6 +133,14 @@ def write_report(
         ),
     )
 
+    if hasattr(generator, "to_image"):  # pixel datasets: show the images themselves
+        rep.figure(
+            "reconstruction_images",
+            figures.image_pairs(
+                [generator.to_image(test[i]) for i in shown],
+                [generator.to_image(r_test["rec"][i, : test.num_tokens[i]]) for i in shown],
+            ),
+        )
     sampled = checkpoint.checkpoint_actor(
         model, ckpt, greedy=False, generator=torch.Generator().manual_seed(seed)
     )

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO
@@ -145,14 +144,3 @@ def frozen_model(venv: VecEnv) -> htm_gym.HTMModel:
     if isinstance(inner, HTMSB3VecEnv):
         return inner.venv.model
     return inner.envs[0].unwrapped.sim.model
-
-
-def learn(model: BaseAlgorithm, total_timesteps: int, **kw: Any) -> BaseAlgorithm:
-    """``model.learn`` with SB3's progress bar off and the timestep count checked."""
-    if total_timesteps < 1:
-        raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}")
-    return model.learn(total_timesteps=total_timesteps, **kw)
-
-
-def masks_of(venv: VecEnv) -> np.ndarray:
-    return np.stack(venv.env_method("action_masks"))

@@ -94,6 +94,19 @@ def legal_pairs(active: Tensor) -> Tensor:  # (B, S) bool -> (B, S, S) bool
     return active[:, :, None] & active[:, None, :] & ~eye
 
 
+def active_first(active: Tensor) -> tuple[Tensor, Tensor]:
+    """Compaction of slots to the active ones (pair tables then cost K^2, not S^2).
+
+    Returns the slot ids of each row, active first in slot order, cut to K = the largest
+    active count (B, K), and each slot's position among its row's active slots (B, S),
+    -1 where inactive.
+    """
+    k = max(int(active.sum(1).max()), 1)
+    order = torch.argsort((~active).to(torch.uint8), dim=1, stable=True)[:, :k]
+    rank = torch.where(active, active.long().cumsum(1) - 1, -1)
+    return order, rank
+
+
 def nodes(state: MergeState) -> Tensor:  # -> (B, S, E), zeros in inactive slots
     """Embedding held by each slot: the observation of the merge state."""
     e = state.tree.shape[-1]

@@ -113,3 +113,19 @@ def sample_grid(samples: Sequence[np.ndarray], image_size: float, cols: int = 5)
         ax.set_title(f"{len(tokens)} tokens", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def image_pairs(truth: Sequence[np.ndarray], recon: Sequence[np.ndarray]) -> Figure:
+    """Images (H, W) side by side: ground truth on top, reconstruction below."""
+    cols = max(len(truth), 1)
+    fig = _figure(1.3 * cols, 2.8)
+    for k, (t, r) in enumerate(zip(truth, recon, strict=True)):
+        for row, (im, label) in enumerate(((t, "data"), (r, "reconstruction"))):
+            ax = fig.add_subplot(2, cols, row * cols + k + 1)
+            ax.imshow(im, cmap="gray_r", vmin=0, vmax=16)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -116,3 +116,31 @@ def test_bench_scaling_smoke(tmp_path):
     assert res["rows"][1]["train_step"]["skipped"] == 0.0
     assert all(np.isfinite(v) for v in res["slopes"].values())
     assert (tmp_path / "b.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "bilinear"])
+def test_replay_scores_on_active_slots_equal_the_full_table(kind):
+    from agents import losses
+    from htm_gym import core
+
+    model = _model(kind, token_dim=4)
+    sched = Schedule((Stage(merges=None, steps=5),))
+    learner = ReinforceLearner(model, sched, seed=0)
+    venv = HTMVectorEnv(16, model=model, array_type="torch")
+    eps = EpisodeCollector(venv).collect_round(learner, seed=2)
+    s = eps.tokens.shape[1]
+    for g in eps.split_by_tokens():
+        out = learner._replay(g, 0.0, s)
+        want_lp, want_ent = [], []
+
+        def full(state, t, apply, g=g, want_lp=want_lp, want_ent=want_ent):
+            legal = core.legal_pairs(state.active).flatten(1)
+            logits = model.policy.all_pairs(core.nodes(state))
+            logp = losses.masked_log_probs(logits.flatten(1), legal)
+            want_lp.append(logp.gather(1, g.actions[:, t, None]).squeeze(1))
+            want_ent.append(losses.normalized_entropy(logp, legal))
+
+        core.replay(model, g.tokens, g.num_tokens, g.noise, g.actions, g.lengths, full)
+        p = g.tokens.shape[1]
+        torch.testing.assert_close(out["logp"][:, : p - 1], torch.stack(want_lp, 1))
+        torch.testing.assert_close(out["entropy"][:, : p - 1], torch.stack(want_ent, 1))
