@@ -27,6 +27,7 @@ import tyro
 from agents import checkpoint
 from agents.evaluation import evaluate
 from agents.sb3 import SB3Actor, env_kwargs, frozen_model, make_algo, make_vec_env
+from agents.schedules import DEFAULT_STAGE_STEPS
 from htm_gym.datasets import load_token_file
 
 HERE = Path(__file__).resolve().parent
@@ -91,7 +92,7 @@ def run_task(args: Args, env_id: str, seed: int, out_dir: Path) -> list[dict]:
     ref_run = None
     for name in cotrained:
         ds = "crosses" if "Crosses" in env_id else "trees"
-        steps = tuple(max(1, round(s * args.budget)) for s in reinforce.DEFAULT_STAGE_STEPS[ds])
+        steps = tuple(max(1, round(s * args.budget)) for s in DEFAULT_STAGE_STEPS[ds])
         run = reinforce.main(
             reinforce.Args(
                 env_id=env_id,

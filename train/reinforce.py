@@ -27,19 +27,11 @@ from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
 from agents.rollout import EpisodeCollector
-from agents.schedules import Schedule, Stage
+from agents.schedules import build_schedule
 from htm_gym.nets import HTMConfig, make_model
 from htm_gym.render import policy_diagram, reconstruction_figure
 from htm_gym.sim import DEFAULT_EMBED_DIM, build_generator
 from htm_gym.vector_env import HTMVectorEnv
-
-# Per-stage update counts, stage k making k merges and the last merging to the root.
-# Most updates go to the to-root stage: reconstruction keeps improving there while the policy
-# has long settled (crosses, runs exp1-exp11 in the README's notes).
-DEFAULT_STAGE_STEPS = {
-    "crosses": (200, 400, 400, 500, 500, 6000),
-    "trees": (100, 300, 300, 300, 300, 300, 1400),
-}
 
 
 @dataclass
@@ -118,63 +110,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def per_stage(values: tuple[float, ...], n: int, name: str) -> list[float]:
-    if len(values) == 1:
-        return list(values) * n
-    if len(values) != n:
-        raise SystemExit(f"--{name} needs 1 or {n} values (one per stage), got {len(values)}")
-    return list(values)
-
-
-def build_schedule(args: Args, dataset: str, max_merges: int) -> Schedule:
-    if not 0 < args.lr_end <= 1:
-        raise SystemExit(f"--lr-end must be in (0, 1], got {args.lr_end}")
-    steps = args.stage_steps or DEFAULT_STAGE_STEPS.get(dataset, (100,) * (max_merges + 1))
-    n = len(steps)
-    if n > max_merges + 1:
-        raise SystemExit(f"--stage-steps has {n} stages; {dataset} allows at most {max_merges + 1}")
-    if args.final_merges is not None and not n - 1 <= args.final_merges <= max_merges:
-        raise SystemExit(
-            f"--final-merges must lie in [{n - 1}, {max_merges}] (after {n - 1} stages of "
-            f"k merges, at most P - 1), got {args.final_merges}"
-        )
-    cols = {
-        k: per_stage(getattr(args, k), n, k.replace("_", "-"))
-        for k in (
-            "lr",
-            "lambda_step",
-            "lambda_transport",
-            "lambda_lifter",
-            "lambda_encoder",
-            "lambda_recon",
-        )
-    }
-    stages = tuple(
-        Stage(
-            merges=args.final_merges if k == n - 1 else k,
-            steps=steps[k],
-            lr=cols["lr"][k],
-            lr_decay=args.lr_end ** (1 / max(steps[k] - 1, 1)),
-            lambda_step=cols["lambda_step"][k],
-            lambda_transport=cols["lambda_transport"][k],
-            lambda_lifter=cols["lambda_lifter"][k],
-            lambda_encoder=cols["lambda_encoder"][k],
-            lambda_recon=cols["lambda_recon"][k],
-        )
-        for k in range(n)
-    )
-    return Schedule(
-        stages,
-        working_entropy=args.working_entropy,
-        explore_end=args.entropy_schedule[0],
-        working_start=args.entropy_schedule[1],
-        exploit_start=args.entropy_schedule[2],
-        exploit_end=args.entropy_schedule[3],
-        tau_start=args.tau_start,
-        lr_floor=args.lr_floor,
-    )
-
-
 def round_seed(seed: int, update: int, retry: int = 0) -> int:
     """Env seed of one update's episodes: independent streams per (run seed, update); a
     retry after a skipped update draws fresh episodes instead of the same failing ones."""
@@ -217,7 +152,10 @@ def main(args: Args) -> Path:
         raise SystemExit(f"unknown --env-id {args.env_id!r}; registered: {sorted(htm_gym.ENV_IDS)}")
     generator = build_generator(spec["dataset"], spec.get("dataset_kwargs"))
     max_merges = generator.max_tokens - 1
-    schedule = build_schedule(args, generator.name, max_merges)
+    try:
+        schedule = build_schedule(args, generator.name, max_merges)
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
     config = HTMConfig(
         token_dim=generator.token_dim,
         embed_dim=args.embed_dim or DEFAULT_EMBED_DIM.get(generator.name, 16),
