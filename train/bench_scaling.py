@@ -16,7 +16,7 @@ from those steps and marked so. Prints a table, the log-log slopes, and writes J
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +26,9 @@ from agents.checkpoint import fresh_path
 from agents.scaling import ScalingConfig, measure
 
 
-@dataclass
-class Args:
+@dataclass(frozen=True)
+class Args(ScalingConfig):
     sizes: tuple[int, ...] = (8, 32, 64, 128, 256)
-    batch: int = 64
-    embed_dim: int = 16
-    hidden_dim: int = 256
-    policy_hidden_dim: int = 64
-    naive_max_seconds: float = 60.0
-    threads: int = 0
-    device: str = "cpu"
     output: str = "bench_scaling.json"
     isolate: bool = True
     """each measurement in a fresh process (own peak memory); off: faster, shared memory"""
@@ -46,15 +39,8 @@ def slope(ps: list[int], ts: list[float]) -> float:
 
 
 def main(args: Args) -> dict:
-    config = ScalingConfig(
-        args.batch,
-        args.embed_dim,
-        args.hidden_dim,
-        args.policy_hidden_dim,
-        args.naive_max_seconds,
-        args.threads,
-        args.device,
-    )
+    # the spawned measurements get the plain config (this script's classes do not unpickle there)
+    config = ScalingConfig(**{f.name: getattr(args, f.name) for f in fields(ScalingConfig)})
     rows = []
     for p in args.sizes:
         row = {

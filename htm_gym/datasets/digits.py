@@ -35,8 +35,10 @@ class DigitsGenerator(TokenGenerator):
     structure metrics are trivially 1; reconstruction is the measure here.
 
     Arguments:
-        grid: 8 (the original images) or a larger side (16, 28) by bilinear upsampling.
-        threshold: intensity (0-16 scale) a pixel must exceed to become a token.
+        grid: 8 (the original images; the default) or a larger side (16, 28) by bilinear
+            upsampling (Digits16Generator: 16).
+        threshold: intensity (0-16 scale) a pixel must exceed to become a token (default 6;
+            Digits16Generator: 5).
         split: "train", "test" or "all".
         test_fraction: share of images held out for "test".
     """
@@ -44,14 +46,17 @@ class DigitsGenerator(TokenGenerator):
     name = "digits"
     token_dim = 3
     draw_size = 1
+    default_grid, default_threshold = 8, 6.0
 
     def __init__(
         self,
-        grid: int = 8,
-        threshold: float = 6.0,
+        grid: int | None = None,
+        threshold: float | None = None,
         split: str = "train",
         test_fraction: float = 0.2,
     ) -> None:
+        grid = self.default_grid if grid is None else grid
+        threshold = self.default_threshold if threshold is None else threshold
         if not isinstance(grid, int) or grid < 8:
             raise ValueError(f"grid must be an integer >= 8, got {grid!r}")
         if split not in SPLITS:
@@ -111,12 +116,4 @@ class Digits16Generator(DigitsGenerator):
     """Digits upsampled to 16 x 16 (threshold 5): P = 64-152 tokens, MNIST-like sizes."""
 
     name = "digits16"
-
-    def __init__(
-        self,
-        grid: int = 16,
-        threshold: float = 5.0,
-        split: str = "train",
-        test_fraction: float = 0.2,
-    ) -> None:
-        super().__init__(grid, threshold, split, test_fraction)
+    default_grid, default_threshold = 16, 5.0
