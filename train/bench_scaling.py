@@ -84,7 +84,8 @@ def main(args: Args) -> dict:
             [r["P"] for r in big], [r["scoring_step"]["incremental"] for r in big]
         )
     print("log-log slopes of time against P:", {k: round(v, 2) for k, v in slopes.items()})
-    print("* naive episode extrapolated from its first 3 steps")
+    if any(r["naive"]["extrapolated"] for r in rows):
+        print("* naive episode extrapolated from its first 3 steps")
     result = {"args": asdict(args), "device": args.device, "rows": rows, "slopes": slopes}
     out = fresh_path(Path(args.output))
     out.write_text(json.dumps(result, indent=2))
