@@ -15,7 +15,6 @@ from agents.policies import Actor
 from agents.schedules import Schedule
 from htm_gym.datasets import TokenGenerator
 from htm_gym.nets import HTMConfig, HTMModel, load_checkpoint
-from htm_gym.sim import build_generator
 
 
 def new_run_dir(runs_dir: str | Path, run_name: str | None, prefix: str) -> Path:
@@ -87,8 +86,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 def checkpoint_env(ckpt: dict) -> tuple[str, TokenGenerator]:
     """The env id a checkpoint was trained on and that env's token generator."""
     env_id = ckpt.get("env_id", ckpt["args"]["env_id"])
-    spec = htm_gym.ENV_IDS[env_id]
-    return env_id, build_generator(spec["dataset"], spec.get("dataset_kwargs"))
+    return env_id, htm_gym.env_generator(env_id)
 
 
 def checkpoint_actor(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
+from htm_gym.datasets import TokenGenerator
 from htm_gym.env import HTMEnv
 from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model, save_model
+from htm_gym.sim import build_generator
 from htm_gym.vector_env import HTMVectorEnv
 
 __version__ = "0.1.0"
@@ -20,6 +22,15 @@ ENV_IDS: dict[str, dict] = {
     "HTM-Digits-v0": {"dataset": "digits"},
     "HTM-Digits16-v0": {"dataset": "digits16"},
 }
+
+
+def env_generator(env_id: str) -> TokenGenerator:
+    """The token generator behind a registered env id (its dataset and dataset kwargs)."""
+    if env_id not in ENV_IDS:
+        raise ValueError(f"unknown env id {env_id!r}; registered: {sorted(ENV_IDS)}")
+    spec = ENV_IDS[env_id]
+    return build_generator(spec["dataset"], spec.get("dataset_kwargs"))
+
 
 for _env_id, _kwargs in ENV_IDS.items():
     if _env_id not in registry:
@@ -36,6 +47,7 @@ __all__ = [
     "HTMEnv",
     "HTMModel",
     "HTMVectorEnv",
+    "env_generator",
     "load_model",
     "make_model",
     "save_model",

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import tyro
 
+import htm_gym
 from agents import checkpoint
 from agents.evaluation import evaluate
 from agents.sb3 import SB3Actor, env_kwargs, frozen_model, make_algo, make_vec_env
@@ -85,6 +86,7 @@ def run_task(args: Args, env_id: str, seed: int, out_dir: Path) -> list[dict]:
     reinforce = _load_script("reinforce")
     tokens = args.crosses_tokens if "Crosses" in env_id else args.trees_tokens
     data = load_token_file(tokens)
+    generator = htm_gym.env_generator(env_id)
     rows = []
     cotrained = [k for k in COTRAINED if k in args.learners]
     if set(SB3_ALGOS) & set(args.learners) and "reinforce" not in cotrained:
@@ -109,7 +111,6 @@ def run_task(args: Args, env_id: str, seed: int, out_dir: Path) -> list[dict]:
         )
         ref_run = run if name == "reinforce" else ref_run
         model, ckpt = checkpoint.load_trained(run)
-        _, generator = checkpoint.checkpoint_env(ckpt)
         result = evaluate(model, generator, data, checkpoint.checkpoint_actor(model, ckpt, True))
         if name in args.learners:
             rows.append(_row(name, env_id, seed, result, ckpt["env_steps"], ckpt["wall_time_s"]))
@@ -120,7 +121,6 @@ def run_task(args: Args, env_id: str, seed: int, out_dir: Path) -> list[dict]:
         agent.learn(args.sb3_timesteps)
         seconds = time.perf_counter() - start
         model = frozen_model(venv)
-        _, generator = checkpoint.checkpoint_env(checkpoint.load(ref_run))
         result = evaluate(model, generator, data, SB3Actor(agent))
         rows.append(_row(algo, env_id, seed, result, agent.num_timesteps, seconds))
         venv.close()

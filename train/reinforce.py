@@ -30,7 +30,7 @@ from agents.rollout import EpisodeCollector
 from agents.schedules import build_schedule
 from htm_gym.nets import HTMConfig, make_model
 from htm_gym.render import policy_diagram, reconstruction_figure
-from htm_gym.sim import DEFAULT_EMBED_DIM, build_generator
+from htm_gym.sim import DEFAULT_EMBED_DIM
 from htm_gym.vector_env import HTMVectorEnv
 
 
@@ -147,10 +147,9 @@ def main(args: Args) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    spec = htm_gym.ENV_IDS.get(args.env_id)
-    if spec is None:
+    if args.env_id not in htm_gym.ENV_IDS:
         raise SystemExit(f"unknown --env-id {args.env_id!r}; registered: {sorted(htm_gym.ENV_IDS)}")
-    generator = build_generator(spec["dataset"], spec.get("dataset_kwargs"))
+    generator = htm_gym.env_generator(args.env_id)
     max_merges = generator.max_tokens - 1
     try:
         schedule = build_schedule(args, generator.name, max_merges)

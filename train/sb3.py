@@ -22,11 +22,11 @@ import torch
 import tyro
 from stable_baselines3.common.logger import configure
 
+import htm_gym
 from agents import checkpoint
 from agents.evaluation import evaluate
 from agents.sb3 import SB3Actor, env_kwargs, frozen_model, make_algo, make_vec_env
 from htm_gym.datasets import load_token_file
-from htm_gym.sim import build_generator
 
 
 @dataclass
@@ -76,8 +76,7 @@ def main(args: Args) -> dict:
     seconds = time.perf_counter() - start
     agent.save(run_dir / "model.zip")
 
-    spec = kw.get("dataset"), kw.get("dataset_kwargs")
-    generator = build_generator(*spec)
+    generator = htm_gym.env_generator(args.env_id)
     if args.eval_tokens:
         data = load_token_file(args.eval_tokens)
     else:
