@@ -22,6 +22,7 @@ from htm_gym.vector_env import HTMVectorEnv
 def test_digits_tokens_split_and_image_round_trip():
     train, test = DigitsGenerator(split="train"), DigitsGenerator(split="test")
     assert not set(train.indices) & set(test.indices)
+    np.testing.assert_array_equal(train.with_split("test").indices, test.indices)
     assert len(train.indices) + len(test.indices) == 1797
     assert train.max_tokens == test.max_tokens  # same spaces for both splits
     batch = train.sample(np.random.default_rng(0), 50)

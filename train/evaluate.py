@@ -23,7 +23,7 @@ import tyro
 from agents import checkpoint
 from agents.evaluation import evaluate
 from agents.report import write_report
-from htm_gym.datasets import TokenBatch, load_token_file, make_generator
+from htm_gym.datasets import TokenBatch, load_token_file
 
 
 @dataclass
@@ -56,10 +56,8 @@ class Args:
 def main(args: Args) -> dict:
     model, ckpt = checkpoint.load_trained(args.checkpoint, args.device)
     env_id, generator = checkpoint.checkpoint_env(ckpt)
-    if hasattr(generator, "split"):  # never score a split-by-image dataset on its training images
-        generator = make_generator(
-            generator.name, grid=generator.grid, threshold=generator.threshold, split=args.split
-        )
+    if hasattr(generator, "with_split"):  # never score a split dataset on its training images
+        generator = generator.with_split(args.split)
     if args.tokens:
         data = load_token_file(args.tokens)
         if (

@@ -64,6 +64,7 @@ class DigitsGenerator(TokenGenerator):
         if not 0 < test_fraction < 1 or not 0 <= threshold < 16:
             raise ValueError("need 0 < test_fraction < 1 and 0 <= threshold < 16")
         self.grid, self.threshold, self.split = grid, float(threshold), split
+        self.test_fraction = test_fraction
         images = _images(grid)
         counts = (images > self.threshold).sum((1, 2))
         if counts.min() < 2:
@@ -76,6 +77,10 @@ class DigitsGenerator(TokenGenerator):
         self.min_tokens = int(counts.min())
         self.image_size = float(grid)
         self.token_loc = self.token_scale = grid / 2
+
+    def with_split(self, split: str) -> DigitsGenerator:
+        """The same images and tokenisation, drawing from another split."""
+        return type(self)(self.grid, self.threshold, split, self.test_fraction)
 
     def build(self, draws: np.ndarray) -> TokenBatch:
         pick = self.indices[
