@@ -52,7 +52,7 @@ class UniformTokens(TokenGenerator):
         return [tuple(range(num_tokens))]
 
 
-def _setup(args: ScalingConfig, p: int, kind: str = "mlp"):
+def _setup(args: ScalingConfig, p: int, kind: str = "mlp", autoreset: str = "disabled"):
     torch.set_num_threads(args.threads or torch.get_num_threads())
     config = HTMConfig(
         token_dim=3,
@@ -69,7 +69,7 @@ def _setup(args: ScalingConfig, p: int, kind: str = "mlp"):
         dataset=UniformTokens(p),
         model=model,
         array_type="torch",
-        autoreset_mode="disabled",
+        autoreset_mode=autoreset,
         device=args.device,
     )
     return model, venv
@@ -126,18 +126,10 @@ def scoring_step(args: ScalingConfig, p: int) -> dict:
 
 
 def train_step(args: ScalingConfig, p: int) -> dict:
-    model, venv = _setup(args, p, kind="bilinear")
+    model, venv = _setup(args, p, kind="bilinear", autoreset="next_step")  # the collector's mode
     sched = Schedule((Stage(merges=None, steps=10),))
     learner = ReinforceLearner(model, sched, ReinforceConfig(checkpoint_policy=True), seed=0)
-    episodes = EpisodeCollector(
-        venv.__class__(
-            args.batch,
-            dataset=UniformTokens(p),
-            model=model,
-            array_type="torch",
-            device=args.device,
-        )
-    ).collect_round(learner, seed=0)
+    episodes = EpisodeCollector(venv).collect_round(learner, seed=0)
     start = time.perf_counter()
     metrics = learner.update(episodes)
     _sync(args)
