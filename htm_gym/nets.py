@@ -30,6 +30,10 @@ class HTMConfig:
     token_scale: float = 1.0
     noise_std: float = 0.01
     policy_kind: str = "mlp"  # "mlp" (report 3.1) or "bilinear" (cheaper, for large P)
+    # A linear shortcut around the merger/unmerger MLPs. Much of what they must learn is
+    # linear (a cross's centre and directions are linear in its two segments), which a
+    # ReLU stack only approximates; False is the report's plain three-layer MLP.
+    linear_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.policy_kind not in POLICY_KINDS:
@@ -48,16 +52,19 @@ class HTMConfig:
 
 
 class MLP(nn.Module):
-    """Three linear layers with ReLU after the first two (report 3.1.2)."""
+    """Three linear layers with ReLU after the first two (report 3.1.2), optionally plus a
+    linear shortcut from input to output."""
 
-    def __init__(self, d_in: int, d_hidden: int, d_out: int) -> None:
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, skip: bool = False) -> None:
         super().__init__()
         self.fc1 = nn.Linear(d_in, d_hidden)
         self.fc2 = nn.Linear(d_hidden, d_hidden)
         self.fc3 = nn.Linear(d_hidden, d_out)
+        self.skip = nn.Linear(d_in, d_out, bias=False) if skip else None
 
     def forward(self, x: Tensor) -> Tensor:  # (..., d_in) -> (..., d_out)
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+        out = self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+        return out if self.skip is None else out + self.skip(x)
 
 
 POLICY_KINDS = ("mlp", "bilinear")
@@ -126,8 +133,8 @@ class HTMModel(nn.Module):
         e, h = config.embed_dim, config.hidden_dim
         self.lifter = nn.Linear(config.token_dim, e)
         self.unlifter = nn.Linear(e, config.token_dim)
-        self.merger = MLP(2 * e, h, e)
-        self.unmerger = MLP(e, h, 2 * e)
+        self.merger = MLP(2 * e, h, e, skip=config.linear_skip)
+        self.unmerger = MLP(e, h, 2 * e, skip=config.linear_skip)
         self.classifier = MLP(e, config.classifier_hidden_dim, 2)  # logits: (leaf, internal)
         scorer = PairScorer if config.policy_kind == "mlp" else BilinearPairScorer
         self.policy = scorer(e, config.policy_hidden_dim)

@@ -153,3 +153,23 @@ def test_seeded_models_identical_and_config_checked():
     )
     with pytest.raises(ValueError, match="token_scale"):
         HTMConfig(token_dim=4, token_scale=0)
+
+
+def test_linear_skip_round_trip_and_old_checkpoints(tmp_path):
+    cfg = HTMConfig(token_dim=4, embed_dim=6, hidden_dim=16, linear_skip=True)
+    model = make_model(cfg, seed=1)
+    with torch.no_grad():  # with the MLP's output layer zeroed, only the shortcut is left
+        model.merger.fc3.weight.zero_()
+        model.merger.fc3.bias.zero_()
+    a, b = torch.randn(5, 6), torch.randn(5, 6)
+    linear = torch.cat([a, b], -1) @ model.merger.skip.weight.T
+    assert torch.allclose(model.merge(a, b), linear, atol=1e-6)
+    save_model(model, tmp_path / "skip.pt")
+    loaded = load_model(tmp_path / "skip.pt")
+    assert loaded.config.linear_skip
+    assert torch.equal(loaded.merge(a, b), model.merge(a, b))
+    # checkpoints written before the option existed hold the plain MLPs
+    plain = _model(seed=2)
+    ckpt = {"config": {k: v for k, v in vars(plain.config).items() if k != "linear_skip"}}
+    torch.save({**ckpt, "model": plain.state_dict()}, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt").merger.skip is None
