@@ -143,7 +143,8 @@ def log_images(writer, model, generator, data, learner, step: int) -> None:
 def main(args: Args) -> Path:
     resume = checkpoint.load(args.resume) if args.resume else None
     if resume is not None:
-        stored = Args(**resume["args"])
+        # Runs from before the shortcut existed store no linear_skip: they used plain MLPs.
+        stored = Args(**{"linear_skip": False, **resume["args"]})
         args = replace(
             stored, resume=args.resume, max_updates=args.max_updates, progress=args.progress
         )
