@@ -45,6 +45,10 @@ class ReinforceConfig:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.baseline_size < 2 or self.grad_clip <= 0:
             raise ValueError("baseline_size must be >= 2 and grad_clip > 0")
+        if not (self.policy_lr > 0 and self.policy_l2 >= 0):
+            raise ValueError(
+                f"need policy_lr > 0 and policy_l2 >= 0; got {self.policy_lr}, {self.policy_l2}"
+            )
 
 
 class RunningBaseline(nn.Module):

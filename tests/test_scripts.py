@@ -141,6 +141,9 @@ def test_model_arguments_reach_the_checkpoint(tmp_path):
             policy="heuristic",
             lambda_entropy=1.5,
             loss_power=0.3,
+            policy_lr=2e-3,
+            policy_l2=0.0,
+            linear_skip=False,
         )
     )
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
@@ -153,6 +156,7 @@ def test_model_arguments_reach_the_checkpoint(tmp_path):
         1.5,
         0.3,
     )
+    assert (learner["policy_lr"], learner["policy_l2"], cfg["linear_skip"]) == (2e-3, 0.0, False)
 
 
 def test_per_stage_arguments_reach_the_schedule():
@@ -207,6 +211,8 @@ def test_script_errors(tmp_path):
         reinforce.main(_args(tmp_path, lr=(1e-3, 1e-3)))
     with pytest.raises(SystemExit, match="stages"):
         reinforce.main(_args(tmp_path, stage_steps=(1,) * 9))
+    with pytest.raises(SystemExit, match="policy_lr"):
+        reinforce.main(_args(tmp_path, policy_lr=0.0))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a readable"):

@@ -81,6 +81,10 @@ class Args:
     """L2 on lifted tokens (report: 0.01 crosses, 0.0002 trees; the smaller helps here)"""
     lambda_encoder: tuple[float, ...] = (0.00002,)
     lambda_entropy: float = 3.0
+    policy_lr: float = 1e-3
+    """policy network's learning rate (decays with the stage's learning-rate factor)"""
+    policy_l2: float = 1e-4
+    """L2 on the policy network's weights (sum of squares)"""
     working_entropy: float = 0.3
     entropy_schedule: tuple[float, float, float, float] = (0.05, 0.15, 0.7, 0.85)
     """fractions of training: end of full exploration (target 1), reach the working entropy,
@@ -181,6 +185,8 @@ def main(args: Args) -> Path:
             ReinforceConfig(
                 policy=args.policy,
                 lambda_entropy=args.lambda_entropy,
+                policy_lr=args.policy_lr,
+                policy_l2=args.policy_l2,
                 loss_power=args.loss_power,
                 checkpoint_policy=args.checkpoint_policy,
             ),
