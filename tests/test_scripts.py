@@ -116,15 +116,20 @@ def test_resume_equals_uninterrupted(tmp_path, policy):
 
 def test_resume_of_a_run_from_before_the_linear_shortcut(tmp_path):
     run = reinforce.main(
-        _args(tmp_path, linear_skip=False, eval_every=0, image_every=0, max_updates=4)
+        _args(
+            tmp_path, linear_skip=False, policy_lr=1e-3, eval_every=0, image_every=0, max_updates=4
+        )
     )
     path = run / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=True)
-    del ckpt["args"]["linear_skip"], ckpt["config"]["linear_skip"]  # as older runs stored
+    for key in ("linear_skip", "policy_lr", "policy_l2"):  # as older runs stored them
+        del ckpt["args"][key]
+    del ckpt["config"]["linear_skip"]
     torch.save(ckpt, path)
     reinforce.main(reinforce.Args(resume=str(run), progress=False))
     done = torch.load(path, weights_only=True)
     assert done["update"] == 8 and done["config"]["linear_skip"] is False
+    assert done["args"]["policy_lr"] == 1e-3, "the policy's old learning rate, not the new default"
     assert not any(k.endswith("skip.weight") for k in done["model"])
 
 
