@@ -91,10 +91,9 @@ def run_task(args: Args, env_id: str, seed: int, out_dir: Path) -> list[dict]:
     cotrained = [k for k in COTRAINED if k in args.learners]
     if set(SB3_ALGOS) & set(args.learners) and "reinforce" not in cotrained:
         cotrained.insert(0, "reinforce")  # the SB3 learners' frozen model
+    steps = tuple(max(1, round(s * args.budget)) for s in DEFAULT_STAGE_STEPS[generator.name])
     ref_run = None
     for name in cotrained:
-        ds = "crosses" if "Crosses" in env_id else "trees"
-        steps = tuple(max(1, round(s * args.budget)) for s in DEFAULT_STAGE_STEPS[ds])
         run = reinforce.main(
             reinforce.Args(
                 env_id=env_id,
