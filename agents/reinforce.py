@@ -34,6 +34,11 @@ class ReinforceConfig:
     temperature_lr: float = 0.05  # heuristic policy's temperature optimiser (report 3.4.3)
     entropy_floor: float = 5e-4  # below it the temperature optimiser pauses (report 3.4.3)
     baseline_size: int = 50_000  # rewards kept per merge depth for the running baseline
+    # Episodes come in groups of this many consecutive rows on one token set (see
+    # EpisodeCollector.collect_group_round); each step's reward is compared with the mean of
+    # the group's other episodes at that depth (leave-one-out), so an image's difficulty no
+    # longer masks how good the action was. 1: the report's running baseline alone.
+    group_size: int = 1
     loss_power: float = 0.01
     grad_clip: float = 1.0  # per optimiser group, so one loss cannot shrink another's step
     # Recompute each step's pair logits in the backward pass instead of keeping them: memory
@@ -45,6 +50,8 @@ class ReinforceConfig:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.baseline_size < 2 or self.grad_clip <= 0:
             raise ValueError("baseline_size must be >= 2 and grad_clip > 0")
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
         if not (self.policy_lr > 0 and self.policy_l2 >= 0):
             raise ValueError(
                 f"need policy_lr > 0 and policy_l2 >= 0; got {self.policy_lr}, {self.policy_l2}"
@@ -83,6 +90,17 @@ class RunningBaseline(nn.Module):
         mean = torch.where(ready, mean, batch_mean)
         std = torch.where(ready, std, batch_std)
         return (rewards - mean) / (std + eps) * valid
+
+
+def leave_one_out(rewards: Tensor, valid: Tensor, k: int) -> Tensor:
+    """Each reward minus the mean of the other valid rewards at its depth in its group of
+    ``k`` consecutive rows; (N, D) -> (N, D), 0 where invalid or alone at its depth."""
+    n, d = rewards.shape
+    v = valid.float().view(n // k, k, d)
+    r = (rewards * valid).view(n // k, k, d)
+    others = v.sum(1, keepdim=True) - v
+    base = (r.sum(1, keepdim=True) - r) / others.clamp(min=1)
+    return ((r - base) * (others > 0) * v).view(n, d)
 
 
 class ReinforceLearner:
@@ -154,6 +172,10 @@ class ReinforceLearner:
         # merges on every row (1.65x slower on crosses, `python -m htm_gym.bench`).
         parts = [self._replay(g, tau, s) for g in episodes.split_by_tokens()]
         cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        signal = cat["rewards"]  # what the running buffer normalises into advantages
+        if cfg.group_size > 1 and bool(episodes.lengths.any()):  # stage 0 merges nothing
+            order = torch.cat([idx for _, idx in episodes.token_groups()])
+            signal = self._group_residuals(episodes, s)[order]
         terms = {k: cat[k] for k in ("recon", "step", "transport", "lifter", "encoder")}
         weights = losses.Weights(
             stage.lambda_step,
@@ -186,7 +208,7 @@ class ReinforceLearner:
             metrics["policy/entropy"] = entropy
             metrics["policy/entropy_target"] = torch.tensor(target)
             if cfg.policy == "learned":
-                adv = self.baseline.advantages(cat["rewards"], valid)
+                adv = self.baseline.advantages(signal, valid)
                 pg = -(logp * adv.detach() * valid).sum(1).mean()
                 l2 = sum(p.pow(2).sum() for p in self.policy_parameters())
                 policy = pg + cfg.lambda_entropy * (entropy - target).abs() + cfg.policy_l2 * l2
@@ -209,13 +231,26 @@ class ReinforceLearner:
             self.policy_opt.step()
         if cfg.policy == "heuristic" and entropy is not None:
             metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
-        self.baseline.push(cat["rewards"], valid)
+        self.baseline.push(signal, valid)
         metrics["reward/mean_step"] = cat["rewards"][valid].mean() if valid.any() else htm * 0
         metrics["train/lr"] = torch.tensor(sched.lr(self.step))
         metrics["train/tau"] = torch.tensor(tau)
         metrics["train/skipped"] = torch.tensor(0.0)
         self.step += 1
         return {k: float(v.detach()) for k, v in metrics.items()}
+
+    def _group_residuals(self, episodes: EpisodeBatch, s: int) -> Tensor:
+        """Leave-one-out residuals (N, s - 1) in row order; checks the grouping."""
+        k, n = self.config.group_size, len(episodes)
+        tokens = episodes.tokens.view(n // k, k, *episodes.tokens.shape[1:]) if n % k == 0 else None
+        if tokens is None or not bool((tokens == tokens[:, :1]).all()):
+            raise ValueError(
+                f"group_size={k} needs episodes in groups of {k} consecutive rows sharing a "
+                "token set (EpisodeCollector.collect_group_round)"
+            )
+        rewards = F.pad(episodes.rewards, (0, s - 1 - episodes.rewards.shape[1]))
+        valid = torch.arange(s - 1, device=self.device)[None, :] < episodes.lengths[:, None]
+        return leave_one_out(rewards, valid, k)
 
     def _replay(self, g: EpisodeBatch, tau: float, s: int) -> dict[str, Tensor]:
         """Replay one group of episodes with gradients. Per-instance HTM terms, classifier

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -98,6 +99,23 @@ class EpisodeCollector:
                 terminated=torch.where(ended, term, final.terminated),
             )
         return final
+
+    @torch.no_grad()
+    def collect_group_round(self, learner: Learner, seed: int, group_size: int) -> EpisodeBatch:
+        """:meth:`collect_round` on ``num_envs / group_size`` token sets drawn from the env's
+        generator with ``seed``, each played by ``group_size`` consecutive rows (own noise
+        and actions): the episodes a per-instance (leave-one-out) baseline compares."""
+        b = self.venv.num_envs
+        if group_size < 1 or b % group_size:
+            raise ValueError(
+                f"group_size must be a positive divisor of num_envs={b}, got {group_size}"
+            )
+        sets = self.venv.generator.sample(np.random.default_rng(seed), b // group_size)
+        options = {
+            "tokens": np.repeat(sets.tokens, group_size, axis=0),
+            "num_tokens": np.repeat(sets.num_tokens, group_size),
+        }
+        return self.collect_round(learner, seed=seed, options=options)
 
     def reset_round(self, seed: int | None = None, options: dict | None = None) -> EpisodeBatch:
         """Fresh episodes with no merge made (curriculum stage 0 trains the lifters only)."""

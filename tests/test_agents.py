@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from agents import EpisodeCollector, Learner, RandomAgent
@@ -70,3 +71,18 @@ def test_heuristic_agent_prefers_the_lowest_one_step_loss():
     losses = losses.masked_fill(~info["action_mask"].bool(), float("inf"))
     assert torch.equal(a, losses.argmin(1))
     assert info["action_mask"].gather(1, a[:, None]).all()
+
+
+def test_group_round_plays_each_token_set_in_consecutive_rows():
+    venv = HTMVectorEnv(12, array_type="torch", hidden_dim=32)
+    collector = EpisodeCollector(venv, seed=0)
+    episodes = collector.collect_group_round(RandomAgent(seed=1), seed=7, group_size=3)
+    tokens = episodes.tokens.view(4, 3, *episodes.tokens.shape[1:])
+    assert (tokens == tokens[:, :1]).all() and not (tokens == tokens[:1, :1]).all()
+    assert episodes.terminated.all() and not torch.equal(episodes.noise[0], episodes.noise[1])
+    again = EpisodeCollector(venv, seed=0).collect_group_round(RandomAgent(seed=1), 7, 3)
+    assert torch.equal(again.tokens, episodes.tokens) and torch.equal(
+        again.actions, episodes.actions
+    )
+    with pytest.raises(ValueError, match="divisor"):
+        collector.collect_group_round(RandomAgent(seed=1), seed=7, group_size=5)

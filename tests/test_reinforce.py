@@ -8,7 +8,7 @@ import torch
 
 from agents import losses
 from agents.base import EpisodeBatch
-from agents.reinforce import ReinforceConfig, ReinforceLearner, RunningBaseline
+from agents.reinforce import ReinforceConfig, ReinforceLearner, RunningBaseline, leave_one_out
 from agents.schedules import Schedule, Stage
 from htm_gym import core
 from htm_gym.metrics import classifier_report, structure_scores, tree_constituents
@@ -177,6 +177,48 @@ def test_baseline_normalises_per_depth():
     assert torch.allclose(adv[:, 0], adv[:, 1], atol=1e-5) and torch.allclose(
         adv.sum(0), torch.zeros(2)
     )
+
+
+def test_leave_one_out_by_hand():
+    r = torch.tensor([[-1.0, -4.0], [-3.0, 0.0], [-2.0, -6.0], [-5.0, -1.0], [-9.0, -9.0]])
+    valid = torch.tensor([[1, 1], [1, 0], [1, 1], [1, 1], [0, 0]], dtype=torch.bool)
+    r = torch.cat([r, torch.tensor([[-7.0, -7.0]])])
+    valid = torch.cat([valid, torch.tensor([[1, 0]], dtype=torch.bool)])
+    res = leave_one_out(r, valid, k=3)
+    # group 1 rows 0-2: depth 0 others' means -2.5, -1.5, -2; depth 1: row 1 invalid
+    assert torch.allclose(res[:3, 0], torch.tensor([1.5, -1.5, 0.0]))
+    assert torch.allclose(res[:3, 1], torch.tensor([2.0, 0.0, -2.0]))
+    # group 2 rows 3-5: row 4 invalid, so rows 3 and 5 compare with each other only;
+    # row 3 is alone at depth 1 and gets no signal
+    assert torch.allclose(res[3:], torch.tensor([[2.0, 0.0], [0.0, 0.0], [-2.0, 0.0]]))
+    with pytest.raises(ValueError, match="group_size"):
+        ReinforceConfig(group_size=0)
+
+
+def test_group_baseline_raises_the_better_pair_probability_and_checks_groups():
+    model = _model(seed=1)
+    sched = Schedule(
+        (Stage(merges=None, steps=100),), working_entropy=0.5, explore_end=0.0, working_start=0.0
+    )
+    cfg = ReinforceConfig(lambda_entropy=0.0, policy_lr=1e-2, group_size=4)
+    learner = ReinforceLearner(model, sched, cfg)
+    mixed = _toy_batch(model, True)
+    # groups of 4 rows share a token set; actions alternate, so each group tries both pairs
+    batch = EpisodeBatch(**{**mixed.__dict__, "tokens": mixed.tokens[::4].repeat_interleave(4, 0)})
+
+    def p_good():
+        with torch.no_grad():
+            st = core.lift(model, batch.tokens, batch.num_tokens, batch.noise)
+            logits = model.policy.all_pairs(core.nodes(st)).flatten(1)
+            logp = losses.masked_log_probs(logits, core.legal_pairs(st.active).flatten(1))
+        return logp[:, 1].exp().mean()
+
+    before = p_good()
+    for _ in range(30):
+        learner.update(batch)
+    assert p_good() > before + 0.05
+    with pytest.raises(ValueError, match="groups of 4"):
+        learner.update(mixed)
 
 
 def test_structure_and_classifier_metrics():

@@ -97,14 +97,13 @@ def test_generate_and_report_smoke(tmp_path):
     assert res["report"]["classifier"]["accuracy"] >= 0
 
 
-@pytest.mark.parametrize("policy", ["learned", "heuristic"])
-def test_resume_equals_uninterrupted(tmp_path, policy):
-    straight = reinforce.main(
-        _args(tmp_path, run_name="a", policy=policy, eval_every=0, image_every=0)
-    )
-    part = reinforce.main(
-        _args(tmp_path, run_name="b", policy=policy, eval_every=0, image_every=0, max_updates=4)
-    )
+@pytest.mark.parametrize(
+    ("policy", "group_size"), [("learned", 1), ("heuristic", 1), ("learned", 4)]
+)
+def test_resume_equals_uninterrupted(tmp_path, policy, group_size):
+    kw = dict(policy=policy, group_size=group_size, eval_every=0, image_every=0)
+    straight = reinforce.main(_args(tmp_path, run_name="a", **kw))
+    part = reinforce.main(_args(tmp_path, run_name="b", max_updates=4, **kw))
     assert torch.load(part / "checkpoint.pt", weights_only=True)["learner"]["step"] == 4
     reinforce.main(reinforce.Args(resume=str(part), progress=False))
     a = torch.load(straight / "checkpoint.pt", weights_only=True)
@@ -122,7 +121,7 @@ def test_resume_of_a_run_from_before_the_linear_shortcut(tmp_path):
     )
     path = run / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=True)
-    for key in ("linear_skip", "policy_lr", "policy_l2"):  # as older runs stored them
+    for key in ("linear_skip", "policy_lr", "policy_l2", "group_size"):  # as older runs stored them
         del ckpt["args"][key]
     del ckpt["config"]["linear_skip"]
     torch.save(ckpt, path)
@@ -130,6 +129,7 @@ def test_resume_of_a_run_from_before_the_linear_shortcut(tmp_path):
     done = torch.load(path, weights_only=True)
     assert done["update"] == 8 and done["config"]["linear_skip"] is False
     assert done["args"]["policy_lr"] == 1e-3, "the policy's old learning rate, not the new default"
+    assert done["args"]["group_size"] == 1
     assert not any(k.endswith("skip.weight") for k in done["model"])
 
 
@@ -218,6 +218,8 @@ def test_script_errors(tmp_path):
         reinforce.main(_args(tmp_path, stage_steps=(1,) * 9))
     with pytest.raises(SystemExit, match="policy_lr"):
         reinforce.main(_args(tmp_path, policy_lr=0.0))
+    with pytest.raises(SystemExit, match="group-size"):
+        reinforce.main(_args(tmp_path, group_size=3))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a readable"):

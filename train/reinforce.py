@@ -50,6 +50,9 @@ class Args:
     """torch CPU threads (0: torch's default)"""
     num_envs: int = 256
     """episodes per update (one per vector-env row)"""
+    group_size: int = 1
+    """episodes played on each token set per update (a divisor of --num-envs); above 1, each
+    reward is compared with its group's other episodes (leave-one-out baseline)"""
     stage_steps: tuple[int, ...] = ()
     """updates per curriculum stage (stage k: k merges; last: to the root); () = dataset default"""
     lr: tuple[float, ...] = (2e-3,)
@@ -147,7 +150,7 @@ def log_images(writer, model, generator, data, learner, step: int) -> None:
 
 # What runs saved before an argument existed used: resuming them must not pick up a newer
 # default (plain MLPs before the shortcut, the policy's earlier learning rate).
-LEGACY_DEFAULTS = {"linear_skip": False, "policy_lr": 1e-3}
+LEGACY_DEFAULTS = {"linear_skip": False, "policy_lr": 1e-3, "group_size": 1}
 
 
 def main(args: Args) -> Path:
@@ -166,6 +169,11 @@ def main(args: Args) -> Path:
     device = resolve_device(args.device)
     if args.env_id not in htm_gym.ENV_IDS:
         raise SystemExit(f"unknown --env-id {args.env_id!r}; registered: {sorted(htm_gym.ENV_IDS)}")
+    if args.group_size < 1 or args.num_envs % args.group_size:
+        raise SystemExit(
+            f"--group-size must be a positive divisor of --num-envs ({args.num_envs}), "
+            f"got {args.group_size}"
+        )
     generator = htm_gym.env_generator(args.env_id)
     max_merges = generator.max_tokens - 1
     try:
@@ -196,6 +204,7 @@ def main(args: Args) -> Path:
                 lambda_entropy=args.lambda_entropy,
                 policy_lr=args.policy_lr,
                 policy_l2=args.policy_l2,
+                group_size=args.group_size,
                 loss_power=args.loss_power,
                 checkpoint_policy=args.checkpoint_policy,
             ),
@@ -244,6 +253,8 @@ def main(args: Args) -> Path:
         before = collector.env_steps
         if schedule.stages[i].merges == 0:
             episodes = collector.reset_round(seed=seed)
+        elif args.group_size > 1:
+            episodes = collector.collect_group_round(learner, seed, args.group_size)
         else:
             episodes = collector.collect_round(learner, seed=seed)
         env_steps += collector.env_steps - before
