@@ -39,6 +39,10 @@ class ReinforceConfig:
     # the group's other episodes at that depth (leave-one-out), so an image's difficulty no
     # longer masks how good the action was. 1: the report's running baseline alone.
     group_size: int = 1
+    # Credit of a merge: its own reward plus gamma^k times the reward k merges later. 0 is the
+    # report's one-step reward; above 0 a merge also answers for the merges it forces later
+    # (two crossed pairs are cheap to form but then costly to merge).
+    gamma: float = 0.0
     loss_power: float = 0.01
     grad_clip: float = 1.0  # per optimiser group, so one loss cannot shrink another's step
     # Recompute each step's pair logits in the backward pass instead of keeping them: memory
@@ -52,6 +56,8 @@ class ReinforceConfig:
             raise ValueError("baseline_size must be >= 2 and grad_clip > 0")
         if self.group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if not 0 <= self.gamma <= 1:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if not (self.policy_lr > 0 and self.policy_l2 >= 0):
             raise ValueError(
                 f"need policy_lr > 0 and policy_l2 >= 0; got {self.policy_lr}, {self.policy_l2}"
@@ -90,6 +96,14 @@ class RunningBaseline(nn.Module):
         mean = torch.where(ready, mean, batch_mean)
         std = torch.where(ready, std, batch_std)
         return (rewards - mean) / (std + eps) * valid
+
+
+def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
+    """sum_k gamma^k r_{t+k} per row; (N, D) with zeros after each episode's end."""
+    out = rewards.clone()
+    for t in range(rewards.shape[1] - 2, -1, -1):
+        out[:, t] += gamma * out[:, t + 1]
+    return out
 
 
 def leave_one_out(rewards: Tensor, valid: Tensor, k: int) -> Tensor:
@@ -172,7 +186,8 @@ class ReinforceLearner:
         # merges on every row (1.65x slower on crosses, `python -m htm_gym.bench`).
         parts = [self._replay(g, tau, s) for g in episodes.split_by_tokens()]
         cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        signal = cat["rewards"]  # what the running buffer normalises into advantages
+        # what the running buffer normalises into advantages
+        signal = discounted_returns(cat["rewards"], cfg.gamma) if cfg.gamma else cat["rewards"]
         if cfg.group_size > 1 and bool(episodes.lengths.any()):  # stage 0 merges nothing
             order = torch.cat([idx for _, idx in episodes.token_groups()])
             signal = self._group_residuals(episodes, s)[order]
@@ -250,7 +265,7 @@ class ReinforceLearner:
             )
         rewards = F.pad(episodes.rewards, (0, s - 1 - episodes.rewards.shape[1]))
         valid = torch.arange(s - 1, device=self.device)[None, :] < episodes.lengths[:, None]
-        return leave_one_out(rewards, valid, k)
+        return leave_one_out(discounted_returns(rewards, self.config.gamma), valid, k)
 
     def _replay(self, g: EpisodeBatch, tau: float, s: int) -> dict[str, Tensor]:
         """Replay one group of episodes with gradients. Per-instance HTM terms, classifier

@@ -8,7 +8,13 @@ import torch
 
 from agents import losses
 from agents.base import EpisodeBatch
-from agents.reinforce import ReinforceConfig, ReinforceLearner, RunningBaseline, leave_one_out
+from agents.reinforce import (
+    ReinforceConfig,
+    ReinforceLearner,
+    RunningBaseline,
+    discounted_returns,
+    leave_one_out,
+)
 from agents.schedules import Schedule, Stage
 from htm_gym import core
 from htm_gym.metrics import classifier_report, structure_scores, tree_constituents
@@ -193,6 +199,17 @@ def test_leave_one_out_by_hand():
     assert torch.allclose(res[3:], torch.tensor([[2.0, 0.0], [0.0, 0.0], [-2.0, 0.0]]))
     with pytest.raises(ValueError, match="group_size"):
         ReinforceConfig(group_size=0)
+
+
+def test_discounted_returns_by_hand():
+    r = torch.tensor([[-1.0, -2.0, -4.0], [-3.0, 0.0, 0.0]])  # row 1 ended after one merge
+    assert torch.equal(discounted_returns(r, 0.0), r)
+    assert torch.allclose(
+        discounted_returns(r, 0.5), torch.tensor([[-3.0, -4.0, -4.0], [-3.0, 0, 0]])
+    )
+    assert torch.allclose(discounted_returns(r, 1.0)[0], torch.tensor([-7.0, -6.0, -4.0]))
+    with pytest.raises(ValueError, match="gamma"):
+        ReinforceConfig(gamma=1.5)
 
 
 def test_group_baseline_raises_the_better_pair_probability_and_checks_groups():

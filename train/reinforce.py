@@ -53,6 +53,9 @@ class Args:
     group_size: int = 1
     """episodes played on each token set per update (a divisor of --num-envs); above 1, each
     reward is compared with its group's other episodes (leave-one-out baseline)"""
+    gamma: float = 0.0
+    """a merge's credit is its reward plus gamma^k times the reward k merges later (0: the
+    report's one-step reward)"""
     stage_steps: tuple[int, ...] = ()
     """updates per curriculum stage (stage k: k merges; last: to the root); () = dataset default"""
     lr: tuple[float, ...] = (2e-3,)
@@ -150,7 +153,7 @@ def log_images(writer, model, generator, data, learner, step: int) -> None:
 
 # What runs saved before an argument existed used: resuming them must not pick up a newer
 # default (plain MLPs before the shortcut, the policy's earlier learning rate).
-LEGACY_DEFAULTS = {"linear_skip": False, "policy_lr": 1e-3, "group_size": 1}
+LEGACY_DEFAULTS = {"linear_skip": False, "policy_lr": 1e-3, "group_size": 1, "gamma": 0.0}
 
 
 def main(args: Args) -> Path:
@@ -205,6 +208,7 @@ def main(args: Args) -> Path:
                 policy_lr=args.policy_lr,
                 policy_l2=args.policy_l2,
                 group_size=args.group_size,
+                gamma=args.gamma,
                 loss_power=args.loss_power,
                 checkpoint_policy=args.checkpoint_policy,
             ),
