@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from agents.base import EpisodeBatch, Learner
+from htm_gym.sim import shuffle_slots
 from htm_gym.vector_env import HTMVectorEnv
 
 
@@ -110,10 +111,13 @@ class EpisodeCollector:
             raise ValueError(
                 f"group_size must be a positive divisor of num_envs={b}, got {group_size}"
             )
-        sets = self.venv.generator.sample(np.random.default_rng(seed), b // group_size)
+        rng = np.random.default_rng(seed)
+        sets = self.venv.generator.sample(rng, b // group_size)
+        keys = list(rng.random(sets.tokens.shape[:2]))  # as the env's own draws: no slot order
+        tokens, num = shuffle_slots(sets.tokens, sets.num_tokens, keys)
         options = {
-            "tokens": np.repeat(sets.tokens, group_size, axis=0),
-            "num_tokens": np.repeat(sets.num_tokens, group_size),
+            "tokens": np.repeat(tokens, group_size, axis=0),
+            "num_tokens": np.repeat(num, group_size),
         }
         return self.collect_round(learner, seed=seed, options=options)
 

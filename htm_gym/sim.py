@@ -103,7 +103,8 @@ def build_model(
     return model
 
 
-Episode = tuple[np.ndarray | None, np.ndarray, np.ndarray]
+# (generator draw or None, given tokens (P, T), unit noise (2S-1, E), slot-order keys (S,))
+Episode = tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray | None]
 
 
 def draw_episode(
@@ -112,11 +113,15 @@ def draw_episode(
     embed_dim: int,
     tokens: object | None = None,
 ) -> Episode:
-    """One episode's randomness from one stream: (generator draw or None, tokens, noise).
+    """One episode's randomness from one stream: (generator draw or None, tokens, noise,
+    order keys).
 
     With ``tokens`` given, the generator is skipped and only the noise is drawn.
-    Returns the draw (for batched building), the validated tokens (P, T) when given, and
-    unit Gaussian noise (2S-1, E) for every node the episode can create.
+    Returns the draw (for batched building), the validated tokens (P, T) when given,
+    unit Gaussian noise (2S-1, E) for every node the episode can create, and for a draw,
+    random keys whose order shuffles the drawn tokens over the slots: the generators emit
+    tokens in hierarchy order (a cross's two segments side by side), which a policy that
+    sees slot positions would otherwise learn instead of the tokens' content.
     """
     s = generator.max_tokens
     draw = None if tokens is not None else generator.draw(rng)
@@ -126,7 +131,20 @@ def draw_episode(
         else validate_tokens(tokens, generator.token_dim, s)
     )
     noise = rng.standard_normal((2 * s - 1, embed_dim), dtype=np.float32)
-    return draw, given, noise
+    keys = None if draw is None else rng.random(s)
+    return draw, given, noise, keys
+
+
+def shuffle_slots(
+    tokens: np.ndarray, num_tokens: np.ndarray, keys: list[np.ndarray | None]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with keys get their P tokens in the order of their first P keys; padding stays
+    last. (n, S, T), (n,) -> copies."""
+    s = tokens.shape[1]
+    k = np.stack([np.arange(s, dtype=float) if key is None else key for key in keys])
+    k = np.where(np.arange(s)[None, :] < num_tokens[:, None], k, np.inf)
+    order = np.argsort(k, axis=1, kind="stable")
+    return np.take_along_axis(tokens, order[..., None], axis=1), num_tokens.copy()
 
 
 class MergeSim:
@@ -185,10 +203,10 @@ class MergeSim:
         """Start the episodes drawn by :func:`draw_episode` in ``rows`` (long indices)."""
         n = len(rows)
         zero = np.zeros(self.generator.draw_size)
-        draws = np.stack([zero if d is None else d for d, _, _ in episodes])
+        draws = np.stack([zero if e[0] is None else e[0] for e in episodes])
         tokens = self.generator.build(draws)
-        tok, num = tokens.tokens.copy(), tokens.num_tokens.copy()
-        for k, (_, given, _) in enumerate(episodes):
+        tok, num = shuffle_slots(tokens.tokens, tokens.num_tokens, [e[3] for e in episodes])
+        for k, (_, given, _, _) in enumerate(episodes):
             if len(given):
                 tok[k] = np.nan
                 tok[k, : len(given)] = given
