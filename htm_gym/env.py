@@ -48,8 +48,11 @@ class HTMEnv(gym.Env):
     the unmerger's reconstruction of the merged (noisy) node. Always finite and <= 0.
 
     ## Starting State
-    A token set from the dataset generator seeded by ``reset(seed=...)``, or the tokens
-    passed as ``reset(options={"tokens": array_of_shape_(P, T)})`` in token units (pixels).
+    A token set from the dataset generator seeded by ``reset(seed=...)``, placed in the
+    slots in a random order drawn from the same seed (the generators emit tokens in
+    hierarchy order, e.g. a cross's two segments side by side, which slot positions must
+    not reveal); or the tokens passed as ``reset(options={"tokens": array_of_shape_(P, T)})``
+    in token units (pixels), in the order given.
 
     ## Episode End
     ``terminated`` when one active node (the root) remains, after P - 1 merges.
