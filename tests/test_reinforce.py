@@ -108,25 +108,31 @@ def _toy_batch(model, good_first: bool, n=64):
     )
 
 
-def test_reinforce_raises_the_better_pair_probability():
+def _p_first_pair(model, batch):
+    """Mean probability of action 1 = slot pair (0, 1) over the batch's first states."""
+    with torch.no_grad():
+        st = core.lift(model, batch.tokens, batch.num_tokens, batch.noise)
+        logits = model.policy.all_pairs(core.nodes(st)).flatten(1)
+        logp = losses.masked_log_probs(logits, core.legal_pairs(st.active).flatten(1))
+    return logp[:, 1].exp().mean()
+
+
+@pytest.mark.parametrize("group_size", [1, 4])
+def test_reinforce_raises_the_better_pair_probability(group_size):
     model = _model(seed=1)
     sched = Schedule(
         (Stage(merges=None, steps=100),), working_entropy=0.5, explore_end=0.0, working_start=0.0
     )
-    learner = ReinforceLearner(model, sched, ReinforceConfig(lambda_entropy=0.0, policy_lr=1e-2))
-
-    def p_good():
-        with torch.no_grad():
-            st = core.lift(model, batch.tokens, batch.num_tokens, batch.noise)
-            logits = model.policy.all_pairs(core.nodes(st)).flatten(1)
-            logp = losses.masked_log_probs(logits, core.legal_pairs(st.active).flatten(1))
-        return logp[:, 1].exp().mean()
-
+    cfg = ReinforceConfig(lambda_entropy=0.0, policy_lr=1e-2, group_size=group_size)
+    learner = ReinforceLearner(model, sched, cfg)
     batch = _toy_batch(model, True)
-    before = p_good()
+    # groups of rows share a token set; actions alternate, so each group tries both pairs
+    tokens = batch.tokens[::group_size].repeat_interleave(group_size, 0)
+    batch = EpisodeBatch(**{**batch.__dict__, "tokens": tokens})
+    before = _p_first_pair(model, batch)
     for _ in range(30):
         learner.update(batch)
-    assert p_good() > before + 0.05
+    assert _p_first_pair(model, batch) > before + 0.05
 
 
 def test_heuristic_temperature_tracks_target_and_random_policy_has_no_policy_step():
@@ -212,30 +218,13 @@ def test_discounted_returns_by_hand():
         ReinforceConfig(gamma=1.5)
 
 
-def test_group_baseline_raises_the_better_pair_probability_and_checks_groups():
+def test_group_baseline_checks_its_groups():
     model = _model(seed=1)
-    sched = Schedule(
-        (Stage(merges=None, steps=100),), working_entropy=0.5, explore_end=0.0, working_start=0.0
+    learner = ReinforceLearner(
+        model, Schedule((Stage(merges=None, steps=10),)), ReinforceConfig(group_size=4)
     )
-    cfg = ReinforceConfig(lambda_entropy=0.0, policy_lr=1e-2, group_size=4)
-    learner = ReinforceLearner(model, sched, cfg)
-    mixed = _toy_batch(model, True)
-    # groups of 4 rows share a token set; actions alternate, so each group tries both pairs
-    batch = EpisodeBatch(**{**mixed.__dict__, "tokens": mixed.tokens[::4].repeat_interleave(4, 0)})
-
-    def p_good():
-        with torch.no_grad():
-            st = core.lift(model, batch.tokens, batch.num_tokens, batch.noise)
-            logits = model.policy.all_pairs(core.nodes(st)).flatten(1)
-            logp = losses.masked_log_probs(logits, core.legal_pairs(st.active).flatten(1))
-        return logp[:, 1].exp().mean()
-
-    before = p_good()
-    for _ in range(30):
-        learner.update(batch)
-    assert p_good() > before + 0.05
     with pytest.raises(ValueError, match="groups of 4"):
-        learner.update(mixed)
+        learner.update(_toy_batch(model, True))  # every row a different token set
 
 
 def test_structure_and_classifier_metrics():
