@@ -114,10 +114,10 @@ class EpisodeCollector:
         rng = np.random.default_rng(seed)
         sets = self.venv.generator.sample(rng, b // group_size)
         keys = list(rng.random(sets.tokens.shape[:2]))  # as the env's own draws: no slot order
-        tokens, num = shuffle_slots(sets.tokens, sets.num_tokens, keys)
+        tokens = shuffle_slots(sets.tokens, sets.num_tokens, keys)
         options = {
             "tokens": np.repeat(tokens, group_size, axis=0),
-            "num_tokens": np.repeat(num, group_size),
+            "num_tokens": np.repeat(sets.num_tokens, group_size),
         }
         return self.collect_round(learner, seed=seed, options=options)
 

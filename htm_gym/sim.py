@@ -137,14 +137,14 @@ def draw_episode(
 
 def shuffle_slots(
     tokens: np.ndarray, num_tokens: np.ndarray, keys: list[np.ndarray | None]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Rows with keys get their P tokens in the order of their first P keys; padding stays
-    last. (n, S, T), (n,) -> copies."""
+    last. (n, S, T) -> a copy."""
     s = tokens.shape[1]
     k = np.stack([np.arange(s, dtype=float) if key is None else key for key in keys])
     k = np.where(np.arange(s)[None, :] < num_tokens[:, None], k, np.inf)
     order = np.argsort(k, axis=1, kind="stable")
-    return np.take_along_axis(tokens, order[..., None], axis=1), num_tokens.copy()
+    return np.take_along_axis(tokens, order[..., None], axis=1)
 
 
 class MergeSim:
@@ -205,7 +205,8 @@ class MergeSim:
         zero = np.zeros(self.generator.draw_size)
         draws = np.stack([zero if e[0] is None else e[0] for e in episodes])
         tokens = self.generator.build(draws)
-        tok, num = shuffle_slots(tokens.tokens, tokens.num_tokens, [e[3] for e in episodes])
+        tok = shuffle_slots(tokens.tokens, tokens.num_tokens, [e[3] for e in episodes])
+        num = tokens.num_tokens.copy()
         for k, (_, given, _, _) in enumerate(episodes):
             if len(given):
                 tok[k] = np.nan
