@@ -40,19 +40,12 @@ class EpisodeBatch:
             }
         )
 
-    def token_groups(self) -> list[tuple[int, Tensor]]:
-        """(P, row indices) per token count P, in increasing P: the row order of
-        ``split_by_tokens`` concatenated."""
-        return [
-            (p, (self.num_tokens == p).nonzero().squeeze(1))
-            for p in torch.unique(self.num_tokens).tolist()
-        ]
-
     def split_by_tokens(self) -> list[EpisodeBatch]:
         """One batch per token count P, each cut to P slots (actions re-indexed to P*P)."""
         out = []
         s = self.tokens.shape[1]
-        for p, idx in self.token_groups():
+        for p in torch.unique(self.num_tokens).tolist():
+            idx = (self.num_tokens == p).nonzero().squeeze(1)
             a = self.actions[idx, : p - 1]
             actions = torch.where(a >= 0, (a // s) * p + a % s, a)
             out.append(

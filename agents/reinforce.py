@@ -186,11 +186,12 @@ class ReinforceLearner:
         # merges on every row (1.65x slower on crosses, `python -m htm_gym.bench`).
         parts = [self._replay(g, tau, s) for g in episodes.split_by_tokens()]
         cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        # what the running buffer normalises into advantages
+        # What the running buffer normalises into advantages. A group's rows share P, so the
+        # split by P keeps each group consecutive and aligned to multiples of group_size.
         signal = discounted_returns(cat["rewards"], cfg.gamma) if cfg.gamma else cat["rewards"]
         if cfg.group_size > 1 and bool(episodes.lengths.any()):  # stage 0 merges nothing
-            order = torch.cat([idx for _, idx in episodes.token_groups()])
-            signal = self._group_residuals(episodes, s)[order]
+            self._check_groups(episodes)
+            signal = leave_one_out(signal, cat["valid"], cfg.group_size)
         terms = {k: cat[k] for k in ("recon", "step", "transport", "lifter", "encoder")}
         weights = losses.Weights(
             stage.lambda_step,
@@ -254,8 +255,7 @@ class ReinforceLearner:
         self.step += 1
         return {k: float(v.detach()) for k, v in metrics.items()}
 
-    def _group_residuals(self, episodes: EpisodeBatch, s: int) -> Tensor:
-        """Leave-one-out residuals (N, s - 1) in row order; checks the grouping."""
+    def _check_groups(self, episodes: EpisodeBatch) -> None:
         k, n = self.config.group_size, len(episodes)
         tokens = episodes.tokens.view(n // k, k, *episodes.tokens.shape[1:]) if n % k == 0 else None
         if tokens is None or not bool((tokens == tokens[:, :1]).all()):
@@ -263,9 +263,6 @@ class ReinforceLearner:
                 f"group_size={k} needs episodes in groups of {k} consecutive rows sharing a "
                 "token set (EpisodeCollector.collect_group_round)"
             )
-        rewards = F.pad(episodes.rewards, (0, s - 1 - episodes.rewards.shape[1]))
-        valid = torch.arange(s - 1, device=self.device)[None, :] < episodes.lengths[:, None]
-        return leave_one_out(discounted_returns(rewards, self.config.gamma), valid, k)
 
     def _replay(self, g: EpisodeBatch, tau: float, s: int) -> dict[str, Tensor]:
         """Replay one group of episodes with gradients. Per-instance HTM terms, classifier

@@ -155,7 +155,8 @@ def log_images(writer, model, generator, data, learner, step: int) -> None:
 
 
 # What runs saved before an argument existed used: resuming them must not pick up a newer
-# default (plain MLPs before the shortcut, the policy's earlier learning rate).
+# default (plain MLPs before the shortcut, the policy's earlier learning rate, no groups,
+# one-step credit).
 LEGACY_DEFAULTS = {"linear_skip": False, "policy_lr": 1e-3, "group_size": 1, "gamma": 0.0}
 
 
