@@ -10,7 +10,13 @@ from agents.base import Learner
 from agents.checkpoint import fresh_path
 from agents.evaluation import collect_roots
 from htm_gym.datasets import TokenGenerator
-from htm_gym.generation import GaussianMixtureRoots, RootSampler, load_sampler, save_sampler
+from htm_gym.generation import (
+    GaussianMixtureRoots,
+    KernelDensityRoots,
+    RootSampler,
+    load_sampler,
+    save_sampler,
+)
 from htm_gym.nets import HTMModel
 
 SAMPLER_FILE = "root_sampler.pt"
@@ -23,11 +29,18 @@ def fit_root_sampler(
     num_roots: int = 20000,
     seed: int = 0,
     components: range | list[int] = range(1, 11),
-) -> GaussianMixtureRoots:
+    kind: str = "gmm",
+    bandwidth: float = 0.01,
+) -> RootSampler:
     """Merge ``num_roots`` fresh training-distribution instances to the root with
-    ``policy`` and fit the BIC-selected Gaussian mixture to their roots."""
+    ``policy`` and fit a root density to their roots: the BIC-selected Gaussian mixture
+    (``kind="gmm"``) or a kernel density of width ``bandwidth`` (``kind="kde"``)."""
+    if kind not in ("gmm", "kde"):
+        raise ValueError(f"root sampler kind must be 'gmm' or 'kde', got {kind!r}")
     data = generator.sample(np.random.default_rng([seed, 31337]), num_roots)
     roots = collect_roots(model, generator, data, policy, seed=seed)
+    if kind == "kde":
+        return KernelDensityRoots.fit(roots, bandwidth)
     return GaussianMixtureRoots.fit(roots, components, seed)
 
 
@@ -42,11 +55,13 @@ def run_sampler(
 ) -> tuple[RootSampler, Path, bool]:
     """The root sampler at ``path``, else the run's ``root_sampler.pt``; fitted and saved
     there (or beside it under a fresh name when ``refit``) if absent. Returns the sampler,
-    its file and whether it was fitted now."""
+    its file and whether it was fitted now. A kernel density (``kind="kde"``) is cheap to
+    fit and depends on its bandwidth, so it is always fitted, and saved under a fresh name."""
     if path is not None:
         return load_sampler(path), Path(path), False
-    default = run_dir / SAMPLER_FILE
-    if default.exists() and not refit:
+    kind = fit_kwargs.get("kind", "gmm")
+    default = run_dir / (SAMPLER_FILE if kind == "gmm" else f"root_sampler_{kind}.pt")
+    if default.exists() and not refit and kind == "gmm":
         return load_sampler(default), default, False
     sampler = fit_root_sampler(model, generator, policy, **fit_kwargs)
     out = fresh_path(default)

@@ -10,6 +10,7 @@ from agents.report import node_levels
 from htm_gym.datasets import CrossesGenerator, TreesGenerator, load_token_file
 from htm_gym.generation import (
     GaussianMixtureRoots,
+    KernelDensityRoots,
     generate,
     load_sampler,
     save_sampler,
@@ -125,6 +126,25 @@ def test_gmm_picks_components_by_bic_and_round_trips(tmp_path):
     s1 = generate(model, gmm, 40, seed=5, max_steps=11)
     s2 = generate(model, loaded, 40, seed=5, max_steps=11)
     np.testing.assert_array_equal(s1.batch.tokens, s2.batch.tokens)
+
+
+def test_kernel_density_jitters_stored_roots_and_round_trips(tmp_path):
+    roots = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    exact = KernelDensityRoots.fit(roots, bandwidth=0.0).sample(200, np.random.default_rng(1))
+    assert (np.abs(exact[:, None] - roots[None]).max(-1).min(1) == 0).all(), "each is a root"
+    kde = KernelDensityRoots.fit(roots, bandwidth=0.1)
+    a = kde.sample(400, np.random.default_rng(2))
+    offset = a - roots[np.random.default_rng(2).integers(50, size=400)]
+    assert 0.08 < offset.std() < 0.12
+    save_sampler(kde, tmp_path / "k.pt")
+    np.testing.assert_array_equal(
+        load_sampler(tmp_path / "k.pt").sample(9, np.random.default_rng(3)),
+        kde.sample(9, np.random.default_rng(3)),
+    )
+    with pytest.raises(ValueError, match="bandwidth"):
+        KernelDensityRoots.fit(roots, bandwidth=-0.1)
+    with pytest.raises(ValueError, match="roots"):
+        KernelDensityRoots.fit(roots[:0])
 
 
 def test_load_sampler_errors(tmp_path):

@@ -69,6 +69,12 @@ def test_generate_and_report_smoke(tmp_path):
     assert (run / "root_sampler.1.pt").is_file(), "a refit never replaces the saved sampler"
     with pytest.raises(SystemExit, match="num-samples"):
         generate.main(generate.Args(num_samples=0, **small))
+    kde = generate.main(generate.Args(num_samples=20, sampler_kind="kde", **small))
+    assert kde["sampler_kind"] == "kde" and (run / "root_sampler_kde.pt").is_file()
+    generate.main(generate.Args(num_samples=5, sampler_kind="kde", bandwidth=0.0, **small))
+    assert (run / "root_sampler_kde.1.pt").is_file(), "a kernel density never replaces one"
+    with pytest.raises(SystemExit, match="bandwidth"):
+        generate.main(generate.Args(num_samples=5, sampler_kind="kde", bandwidth=-1.0, **small))
 
     res = evaluate.main(
         evaluate.Args(

@@ -4,7 +4,8 @@
 
 Roots come from the run's root sampler (``<run>/root_sampler.pt``; fitted and saved there on
 first use: a Gaussian mixture over the roots of fresh training instances, components chosen
-by BIC), are decoded by classifier-guided unmerging and unlifted. Writes the samples
+by BIC; ``--sampler-kind kde`` jitters the encoded roots instead), are decoded by
+classifier-guided unmerging and unlifted. Writes the samples
 (``.npz`` in the reference layout), a grid of the first ones (``.png``) and validity scores
 (``.json``) under ``<run>/samples/``; nothing existing is overwritten.
 """
@@ -15,6 +16,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,6 +47,11 @@ class Args:
     """training instances whose roots the sampler is fitted to"""
     max_components: int = 10
     """largest Gaussian mixture tried (1..max, lowest BIC kept)"""
+    sampler_kind: Literal["gmm", "kde"] = "gmm"
+    """root density: BIC-selected Gaussian mixture, or a kernel density over the encoded
+    roots (always fitted anew; bandwidth 0 decodes training roots, the decoder's ceiling)"""
+    bandwidth: float = 0.01
+    """kernel width of --sampler-kind kde, in embedding units"""
     score: bool = True
     """score validity, token-count coverage and novelty"""
     num_train_reference: int = 20000
@@ -61,6 +68,8 @@ def main(args: Args) -> dict:
         raise SystemExit(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.max_components < 1:
         raise SystemExit(f"--max-components must be >= 1, got {args.max_components}")
+    if not args.bandwidth >= 0:
+        raise SystemExit(f"--bandwidth must be >= 0, got {args.bandwidth}")
     model, ckpt = checkpoint.load_trained(args.checkpoint, args.device)
     env_id, generator = checkpoint.checkpoint_env(ckpt)
     if ckpt["args"].get("final_merges") is not None:
@@ -81,6 +90,8 @@ def main(args: Args) -> dict:
         num_roots=args.num_roots,
         seed=args.seed,
         components=range(1, args.max_components + 1),
+        kind=args.sampler_kind,
+        bandwidth=args.bandwidth,
     )
     print(f"root sampler: {sampler_path} ({'fitted now' if fitted else 'loaded'})")
     max_steps = args.max_steps or 2 * (2 * generator.max_tokens - 1)
@@ -91,6 +102,7 @@ def main(args: Args) -> dict:
         "env_id": env_id,
         "checkpoint": str(args.checkpoint),
         "sampler": str(sampler_path),
+        "sampler_kind": sampler.kind,
         "num_samples": args.num_samples,
         "seed": args.seed,
         "max_steps": max_steps,
