@@ -9,7 +9,7 @@ import numpy as np
 from agents.base import Learner
 from agents.checkpoint import fresh_path
 from agents.evaluation import collect_roots
-from htm_gym.datasets import TokenGenerator
+from htm_gym.datasets import TokenBatch, TokenGenerator
 from htm_gym.generation import (
     GaussianMixtureRoots,
     KernelDensityRoots,
@@ -20,6 +20,11 @@ from htm_gym.generation import (
 from htm_gym.nets import HTMModel
 
 SAMPLER_FILE = "root_sampler.pt"
+
+
+def fitting_instances(generator: TokenGenerator, num_roots: int, seed: int) -> TokenBatch:
+    """The training instances whose roots ``fit_root_sampler`` fits (a fixed draw per seed)."""
+    return generator.sample(np.random.default_rng([seed, 31337]), num_roots)
 
 
 def fit_root_sampler(
@@ -37,7 +42,7 @@ def fit_root_sampler(
     (``kind="gmm"``) or a kernel density of width ``bandwidth`` (``kind="kde"``)."""
     if kind not in ("gmm", "kde"):
         raise ValueError(f"root sampler kind must be 'gmm' or 'kde', got {kind!r}")
-    data = generator.sample(np.random.default_rng([seed, 31337]), num_roots)
+    data = fitting_instances(generator, num_roots, seed)
     roots = collect_roots(model, generator, data, policy, seed=seed)
     if kind == "kde":
         return KernelDensityRoots.fit(roots, bandwidth)

@@ -23,7 +23,8 @@ import torch
 import tyro
 
 from agents import checkpoint
-from agents.generative import run_sampler
+from agents.generative import fitting_instances, run_sampler
+from htm_gym.datasets import TokenBatch
 from htm_gym.figures import sample_grid
 from htm_gym.generation import generate
 from htm_gym.validity import generation_report
@@ -55,7 +56,8 @@ class Args:
     score: bool = True
     """score validity, token-count coverage and novelty"""
     num_train_reference: int = 20000
-    """training instances the novelty check compares against"""
+    """fresh training instances the novelty check compares against, besides the instances
+    the root sampler was fitted to (with this --seed and --num-roots)"""
     grid: int = 15
     """samples drawn in the PNG grid"""
     device: str = "cpu"
@@ -109,8 +111,14 @@ def main(args: Args) -> dict:
         "seconds": seconds,
     }
     if args.score:
-        train = generator.sample(
+        # The fitted instances too: a kernel density copies exactly those.
+        fresh = generator.sample(
             np.random.default_rng([args.seed, 27182]), args.num_train_reference
+        )
+        fitted_on = fitting_instances(generator, args.num_roots, args.seed)
+        train = TokenBatch(
+            np.concatenate([fresh.tokens, fitted_on.tokens]),
+            np.concatenate([fresh.num_tokens, fitted_on.num_tokens]),
         )
         result |= generation_report(generator, samples.batch, train, samples.truncated)
     out_dir = Path(args.output_dir) if args.output_dir else run_dir / "samples"
