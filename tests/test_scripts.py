@@ -130,12 +130,17 @@ def test_resume_of_a_run_from_before_the_linear_shortcut(tmp_path):
     for key in ("linear_skip", "policy_lr", "policy_l2", "group_size"):  # as older runs stored them
         del ckpt["args"][key]
     del ckpt["config"]["linear_skip"]
+    ckpt["args"] |= {"embed_dim": None, "token_scale": None}  # "dataset default", then
+    ckpt["config"]["token_scale"] = 64.0
+    ckpt["model"]["token_scale"] = torch.tensor(64.0)
     torch.save(ckpt, path)
     reinforce.main(reinforce.Args(resume=str(run), progress=False))
     done = torch.load(path, weights_only=True)
     assert done["update"] == 8 and done["config"]["linear_skip"] is False
     assert done["args"]["policy_lr"] == 1e-3, "the policy's old learning rate, not the new default"
     assert done["args"]["group_size"] == 1
+    assert done["config"]["token_scale"] == done["args"]["token_scale"] == 64.0
+    assert done["args"]["embed_dim"] == done["config"]["embed_dim"]
     assert not any(k.endswith("skip.weight") for k in done["model"])
 
 

@@ -30,7 +30,7 @@ from agents.rollout import EpisodeCollector
 from agents.schedules import build_schedule
 from htm_gym.nets import HTMConfig, make_model
 from htm_gym.render import policy_diagram, reconstruction_figure
-from htm_gym.sim import DEFAULT_EMBED_DIM
+from htm_gym.sim import DEFAULT_EMBED_DIM, default_token_scale
 from htm_gym.vector_env import HTMVectorEnv
 
 
@@ -163,9 +163,12 @@ LEGACY_DEFAULTS = {"linear_skip": False, "policy_lr": 1e-3, "group_size": 1, "ga
 def main(args: Args) -> Path:
     resume = checkpoint.load(args.resume) if args.resume else None
     if resume is not None:
-        stored = Args(**{**LEGACY_DEFAULTS, **resume["args"]})
+        stored = {**LEGACY_DEFAULTS, **resume["args"]}
+        for key in ("embed_dim", "token_scale"):  # older runs stored None: "dataset default"
+            if stored.get(key) is None:
+                stored[key] = resume["config"][key]
         args = replace(
-            stored, resume=args.resume, max_updates=args.max_updates, progress=args.progress
+            Args(**stored), resume=args.resume, max_updates=args.max_updates, progress=args.progress
         )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -183,19 +186,25 @@ def main(args: Args) -> Path:
         )
     generator = htm_gym.env_generator(args.env_id)
     max_merges = generator.max_tokens - 1
+    # Stored resolved, so a later change of a dataset default cannot alter a resumed run.
+    args = replace(
+        args,
+        embed_dim=args.embed_dim or DEFAULT_EMBED_DIM.get(generator.name, 16),
+        token_scale=args.token_scale or default_token_scale(generator),
+    )
     try:
         schedule = build_schedule(args, generator.name, max_merges)
     except ValueError as e:
         raise SystemExit(str(e)) from e
     config = HTMConfig(
         token_dim=generator.token_dim,
-        embed_dim=args.embed_dim or DEFAULT_EMBED_DIM.get(generator.name, 16),
+        embed_dim=args.embed_dim,
         hidden_dim=args.hidden_dim,
         policy_hidden_dim=args.policy_hidden_dim,
         policy_kind=args.policy_kind,
         linear_skip=args.linear_skip,
         token_loc=generator.token_loc,
-        token_scale=args.token_scale or generator.token_scale,
+        token_scale=args.token_scale,
         noise_std=args.noise_std,
     )
     torch.manual_seed(args.seed)
