@@ -65,7 +65,7 @@ class Args:
     """each stage's learning rate decays exponentially to lr * lr_end by its last update"""
     lr_floor: float = 2e-5
     embed_dim: int | None = None
-    """embedding width (default: 18 crosses, 7 trees)"""
+    """embedding width (default: 32 crosses, 7 trees)"""
     hidden_dim: int = 256
     policy_hidden_dim: int = 64
     policy_kind: Literal["mlp", "bilinear"] = "mlp"
@@ -80,7 +80,7 @@ class Args:
     """merge budget of the last curriculum stage (default: to the root)"""
     noise_std: float = 0.01
     token_scale: float | None = None
-    """token units per normalised unit inside the model (default: the dataset's)"""
+    """token units per normalised unit inside the model (default: 8 crosses, else the dataset's)"""
     lambda_recon: tuple[float, ...] = (1.0,)
     """weight of L_r per stage, L_r measured in normalised token units"""
     lambda_step: tuple[float, ...] = (0.2,)
