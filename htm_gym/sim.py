@@ -33,6 +33,10 @@ DEFAULT_EMBED_DIM = {"crosses": 32, "trees": 7}
 DEFAULT_TOKEN_SCALE = {"crosses": 8.0}
 
 
+def default_embed_dim(generator: TokenGenerator) -> int:
+    return DEFAULT_EMBED_DIM.get(generator.name, 16)
+
+
 def default_token_scale(generator: TokenGenerator) -> float:
     return DEFAULT_TOKEN_SCALE.get(generator.name, generator.token_scale)
 
@@ -97,7 +101,7 @@ def build_model(
     if model is None:
         config = HTMConfig(
             token_dim=generator.token_dim,
-            embed_dim=DEFAULT_EMBED_DIM.get(generator.name, 16) if embed_dim is None else embed_dim,
+            embed_dim=default_embed_dim(generator) if embed_dim is None else embed_dim,
             hidden_dim=hidden_dim,
             token_loc=generator.token_loc,
             token_scale=default_token_scale(generator),

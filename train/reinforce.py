@@ -30,7 +30,7 @@ from agents.rollout import EpisodeCollector
 from agents.schedules import build_schedule
 from htm_gym.nets import HTMConfig, make_model
 from htm_gym.render import policy_diagram, reconstruction_figure
-from htm_gym.sim import DEFAULT_EMBED_DIM, default_token_scale
+from htm_gym.sim import default_embed_dim, default_token_scale
 from htm_gym.vector_env import HTMVectorEnv
 
 
@@ -189,7 +189,7 @@ def main(args: Args) -> Path:
     # Stored resolved, so a later change of a dataset default cannot alter a resumed run.
     args = replace(
         args,
-        embed_dim=args.embed_dim or DEFAULT_EMBED_DIM.get(generator.name, 16),
+        embed_dim=args.embed_dim or default_embed_dim(generator),
         token_scale=args.token_scale or default_token_scale(generator),
     )
     try:
