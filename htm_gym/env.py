@@ -64,7 +64,7 @@ class HTMEnv(gym.Env):
       ``dataset_kwargs`` configure a named one (e.g. ``{"num_crosses": (1, 2)}``,
       ``{"variant": "wide"}``).
     - ``model`` (an :class:`~htm_gym.nets.HTMModel`, shared, not copied) or ``checkpoint``
-      (a path); otherwise a fresh model from ``model_seed`` with ``embed_dim`` (32 for
+      (a path); otherwise a fresh model from ``model_seed`` with ``embed_dim`` (48 for
       crosses, 7 for trees), ``hidden_dim`` and the dataset's default token scale.
     - ``noise_std``: std of the Gaussian noise added to every node on creation; default
       the model's own (0.01 for a fresh model). ``0`` gives noise-free inference.

@@ -23,9 +23,9 @@ from htm_gym.render import render_tokens
 
 ILLEGAL_MODES = ("penalize", "raise")
 # Trees: the report's 7 (3 positions plus a level flag). Crosses: the report's 18 (three
-# crosses of 6 numbers) left a 6-cross root too little room beside the node noise; 32
-# cut the noise-free reconstruction error of P = 6 by a factor 3-4 (README, tuning runs m_*).
-DEFAULT_EMBED_DIM = {"crosses": 32, "trees": 7}
+# crosses of 6 numbers) left a 6-cross root too little room beside the node noise; 32 cut
+# the noise-free reconstruction error of P = 6 by 3-4x, 48 by another 3x (README, runs m_*).
+DEFAULT_EMBED_DIM = {"crosses": 48, "trees": 7}
 # Tokens are divided by this inside the model (default: the dataset's unit-range scale).
 # The node noise is fixed (sigma = 0.01), so a smaller scale makes embeddings larger
 # against it: for crosses 8 px rather than 64 halved the reconstruction error with noise
