@@ -50,10 +50,11 @@ class Args:
     """torch CPU threads (0: torch's default)"""
     num_envs: int = 256
     """episodes per update (one per vector-env row)"""
-    group_size: int = 4
+    group_size: int = 1
     """episodes played on each token set per update (a divisor of --num-envs); above 1, each
     reward is compared with its group's other episodes (leave-one-out baseline); 1: the
-    report's running baseline alone"""
+    report's running baseline alone, with 256 distinct images per update (the default: crosses
+    reference MSE 0.088 px^2 in default_v8 against 0.114 with 4 in default_v7)"""
     gamma: float = 1.0
     """a merge's credit is its reward plus gamma^k times the reward k merges later (0: the
     report's one-step reward)"""
