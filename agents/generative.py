@@ -8,7 +8,8 @@ import numpy as np
 
 from agents.base import Learner
 from agents.checkpoint import fresh_path
-from agents.evaluation import collect_roots
+from agents.evaluation import collect_roots, rollout_tokens
+from htm_gym.composition import PartsSampler
 from htm_gym.datasets import TokenBatch, TokenGenerator
 from htm_gym.generation import (
     GaussianMixtureRoots,
@@ -39,10 +40,17 @@ def fit_root_sampler(
 ) -> RootSampler:
     """Merge ``num_roots`` fresh training-distribution instances to the root with
     ``policy`` and fit a root density to their roots: the BIC-selected Gaussian mixture
-    (``kind="gmm"``) or a kernel density of width ``bandwidth`` (``kind="kde"``)."""
-    if kind not in ("gmm", "kde"):
-        raise ValueError(f"root sampler kind must be 'gmm' or 'kde', got {kind!r}")
+    (``kind="gmm"``) or a kernel density of width ``bandwidth`` (``kind="kde"``); or, with
+    ``kind="parts"``, keep their trees' cherries and lone leaves, jittered by ``bandwidth``
+    and composed by the model's pair scorer and merger (``composition.PartsSampler``)."""
+    if kind not in ("gmm", "kde", "parts"):
+        raise ValueError(f"root sampler kind must be 'gmm', 'kde' or 'parts', got {kind!r}")
     data = fitting_instances(generator, num_roots, seed)
+    if kind == "parts":
+        r = rollout_tokens(model, generator, data, policy, seed=seed, noise_std=0.0)
+        if (r["lengths"] != data.num_tokens - 1).any():
+            raise ValueError("some episodes stopped before the root; parts need to-root trees")
+        return PartsSampler.fit(r["children"], r["tree"], data.num_tokens, bandwidth)
     roots = collect_roots(model, generator, data, policy, seed=seed)
     if kind == "kde":
         return KernelDensityRoots.fit(roots, bandwidth)
@@ -60,7 +68,7 @@ def run_sampler(
 ) -> tuple[RootSampler, Path, bool]:
     """The root sampler at ``path``, else the run's ``root_sampler.pt``; fitted and saved
     there (or beside it under a fresh name when ``refit``) if absent. Returns the sampler,
-    its file and whether it was fitted now. A kernel density (``kind="kde"``) is cheap to
+    its file and whether it was fitted now. A kernel density or parts sampler is cheap to
     fit and depends on its bandwidth, so it is always fitted, and saved under a fresh name."""
     if path is not None:
         return load_sampler(path), Path(path), False

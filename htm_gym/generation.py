@@ -5,7 +5,9 @@ plain arrays and a ``from_state_dict`` classmethod (see ``RootSampler``); regist
 kind in ``SAMPLERS`` and ``save_sampler``/``load_sampler`` handle it. The default is a
 Gaussian mixture whose component count is picked by BIC; ``KernelDensityRoots`` resamples
 the encoded roots themselves, jittered, which at bandwidth 0 measures what the decoder
-alone allows (every sample a training instance's root).
+alone allows (every sample a training instance's root). ``composition.PartsSampler`` builds
+roots from encoded parts with the model's merger; a sampler like it, which needs the model,
+defines ``bind(model)``, and ``generate`` calls it before sampling.
 
 ``unmerge_samples`` decodes many roots at once with the original's queue semantics: node k
 of a sample's down tree (in the order nodes are appended, i.e. level order) is examined iff
@@ -24,6 +26,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
+from htm_gym.composition import PartsSampler
 from htm_gym.datasets import TokenBatch
 from htm_gym.nets import HTMModel
 
@@ -136,7 +139,11 @@ class KernelDensityRoots:
         return cls(np.asarray(state["roots"]), float(state["bandwidth"]))
 
 
-SAMPLERS: dict[str, type] = {"gmm": GaussianMixtureRoots, "kde": KernelDensityRoots}
+SAMPLERS: dict[str, type] = {
+    "gmm": GaussianMixtureRoots,
+    "kde": KernelDensityRoots,
+    "parts": PartsSampler,
+}
 
 
 def save_sampler(sampler: RootSampler, path: str | Path) -> None:
@@ -215,6 +222,8 @@ def generate(
 ) -> Samples:
     """``n`` samples, reproducible from ``seed`` (roots drawn on the CPU with NumPy)."""
     rng = np.random.default_rng(seed)
+    if hasattr(sampler, "bind"):  # a sampler that composes roots with the model's networks
+        sampler.bind(model)
     roots = sampler.sample(n, rng)
     dev = next(model.parameters()).device
     parts = [

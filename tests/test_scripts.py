@@ -75,6 +75,12 @@ def test_generate_and_report_smoke(tmp_path):
     assert (run / "root_sampler_kde.1.pt").is_file(), "a kernel density never replaces one"
     with pytest.raises(SystemExit, match="bandwidth"):
         generate.main(generate.Args(num_samples=5, sampler_kind="kde", bandwidth=-1.0, **small))
+    parts = generate.main(generate.Args(num_samples=20, sampler_kind="parts", **small))
+    assert parts["sampler_kind"] == "parts" and (run / "root_sampler_parts.pt").is_file()
+    again = generate.main(
+        generate.Args(num_samples=20, sampler=str(run / "root_sampler_parts.pt"), **small)
+    )
+    assert again["validity"] == parts["validity"], "a saved parts sampler reproduces samples"
 
     res = evaluate.main(
         evaluate.Args(
@@ -173,6 +179,17 @@ def test_model_arguments_reach_the_checkpoint(tmp_path):
         0.3,
     )
     assert (learner["policy_lr"], learner["policy_l2"], cfg["linear_skip"]) == (2e-3, 0.0, False)
+
+
+def test_parts_sampler_needs_a_learned_pair_scorer(tmp_path):
+    run = reinforce.main(
+        _args(tmp_path, stage_steps=(1, 1), policy="heuristic", eval_every=0, image_every=0)
+    )
+    with pytest.raises(SystemExit, match="learned pair scorer"):
+        generate.main(
+            generate.Args(checkpoint=str(run), sampler_kind="parts", num_samples=3, num_roots=20)
+        )
+    assert not (run / "root_sampler_parts.pt").exists(), "nothing fitted or saved"
 
 
 def test_per_stage_arguments_reach_the_schedule():

@@ -48,11 +48,13 @@ class Args:
     """training instances whose roots the sampler is fitted to"""
     max_components: int = 10
     """largest Gaussian mixture tried (1..max, lowest BIC kept)"""
-    sampler_kind: Literal["gmm", "kde"] = "gmm"
-    """root density: BIC-selected Gaussian mixture, or a kernel density over the encoded
-    roots (always fitted anew; bandwidth 0 decodes training roots, the decoder's ceiling)"""
+    sampler_kind: Literal["gmm", "kde", "parts"] = "gmm"
+    """root density: BIC-selected Gaussian mixture; a kernel density over the encoded roots
+    (bandwidth 0 decodes training roots, the decoder's ceiling); or roots composed from the
+    encoded trees' cherries and lone leaves by the learned pair scorer and merger (new
+    combinations of training parts). kde and parts are always fitted anew"""
     bandwidth: float = 0.01
-    """kernel width of --sampler-kind kde, in embedding units"""
+    """kernel width of --sampler-kind kde (on roots) or parts (on parts), embedding units"""
     score: bool = True
     """score validity, token-count coverage and novelty"""
     num_train_reference: int = 20000
@@ -82,6 +84,10 @@ def main(args: Args) -> dict:
     run_dir = Path(args.checkpoint)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
     actor = checkpoint.checkpoint_actor(model, ckpt, greedy=True)
+    learned = not ckpt["args"].get("agent") and ckpt["args"]["policy"] == "learned"
+    no_scorer = f"parts are composed by the learned pair scorer, and {args.checkpoint} has none"
+    if args.sampler is None and args.sampler_kind == "parts" and not learned:
+        raise SystemExit(f"--sampler-kind parts: {no_scorer}")
     sampler, sampler_path, fitted = run_sampler(
         run_dir,
         model,
@@ -96,9 +102,14 @@ def main(args: Args) -> dict:
         bandwidth=args.bandwidth,
     )
     print(f"root sampler: {sampler_path} ({'fitted now' if fitted else 'loaded'})")
+    if sampler.kind == "parts" and not learned:
+        raise SystemExit(f"{sampler_path} is a parts sampler: {no_scorer}")
     max_steps = args.max_steps or 2 * (2 * generator.max_tokens - 1)
     start = time.perf_counter()
-    samples = generate(model, sampler, args.num_samples, args.seed, max_steps, args.threshold)
+    try:
+        samples = generate(model, sampler, args.num_samples, args.seed, max_steps, args.threshold)
+    except ValueError as e:  # e.g. a sampler file fitted to a model of another width
+        raise SystemExit(f"{sampler_path}: {e}") from e
     seconds = time.perf_counter() - start
     result: dict = {
         "env_id": env_id,
