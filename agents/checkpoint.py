@@ -68,11 +68,15 @@ def fresh_path(path: str | Path, siblings: tuple[str, ...] = ()) -> Path:
     """``path`` if free, else ``stem.1.ext``, ``stem.2.ext``, ...: outputs never overwrite.
     ``siblings``: other suffixes written beside it (``.png``), which must be free too."""
     path = Path(path)
-    candidate, k = path, 1
-    while any(candidate.with_suffix(x).exists() for x in (path.suffix, *siblings)):
-        candidate = path.with_name(f"{path.stem}.{k}{path.suffix}")
+    stem, ext = path.stem, path.suffix
+    k = 0
+    # Names are built from the stem, not with with_suffix: "report.1".with_suffix("") is
+    # "report" again, and a directory like "report" would be probed forever.
+    while True:
+        name = stem if k == 0 else f"{stem}.{k}"
+        if not any(path.with_name(name + x).exists() for x in (ext, *siblings)):
+            return path.with_name(name + ext)
         k += 1
-    return candidate
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[HTMModel, dict]:
