@@ -102,9 +102,11 @@ def write_report(
     seed: int = 0,
     num_roots: int = 20000,
     max_merges: int | None = None,
+    sampler_path: str | None = None,
 ) -> dict[str, Any]:
     """All report figures for one checkpoint; ``test`` is held out, ``train`` comes from the
-    training distribution (the training stream itself is never stored)."""
+    training distribution (the training stream itself is never stored). Samples come from
+    the root sampler at ``sampler_path``, else the run's GMM (fitted if missing)."""
     rep = ReportWriter(out_dir)
     greedy = checkpoint.checkpoint_actor(model, ckpt, greedy=True)
     r_test = rollout_tokens(model, generator, test, greedy, seed=seed, max_merges=max_merges)
@@ -169,8 +171,8 @@ def write_report(
         rep.table("generation", {"skipped": "the run does not merge to the root"})
         rep.close()
         return rep.summary
-    sampler, sampler_path, _ = run_sampler(
-        run_dir, model, generator, greedy, seed=seed, num_roots=num_roots
+    sampler, used, _ = run_sampler(
+        run_dir, model, generator, greedy, path=sampler_path, seed=seed, num_roots=num_roots
     )
     if hasattr(sampler, "bic"):
         rep.figure(
@@ -180,7 +182,7 @@ def write_report(
     max_steps = 2 * (2 * generator.max_tokens - 1)
     samples = generate(model, sampler, num_samples, seed, max_steps)
     gen = generation_report(generator, samples.batch, train, samples.truncated)
-    rep.table("generation", gen | {"sampler": str(sampler_path)})
+    rep.table("generation", gen | {"sampler": str(used), "sampler_kind": sampler.kind})
     grid = [samples.batch[i] for i in range(min(15, num_samples))]
     rep.figure("samples", figures.sample_grid(grid, generator.image_size))
     rep.close()

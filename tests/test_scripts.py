@@ -108,6 +108,18 @@ def test_generate_and_report_smoke(tmp_path):
     assert any(n.startswith("events.out.tfevents") for n in names)
     assert res["report"]["classifier"]["accuracy"] >= 0
 
+    report_args = dict(checkpoint=str(run), num_instances=12, batch_size=8, report=True)
+    small_report = dict(report_samples=20, report_instances=16, noise_free=False)
+    evaluate.main(
+        evaluate.Args(
+            **report_args, **small_report, report_sampler=str(run / "root_sampler_parts.pt")
+        )
+    )
+    parts_table = json.loads((run / "report.1" / "generation.json").read_text())
+    assert parts_table["sampler_kind"] == "parts", "the report used the given sampler"
+    with pytest.raises(SystemExit, match="report-sampler"):
+        evaluate.main(evaluate.Args(**report_args, report_sampler=str(run / "missing.pt")))
+
 
 @pytest.mark.parametrize(
     ("policy", "group_size"), [("learned", 1), ("heuristic", 1), ("learned", 4)]

@@ -24,6 +24,7 @@ from agents import checkpoint
 from agents.evaluation import evaluate
 from agents.report import write_report
 from htm_gym.datasets import TokenBatch, load_token_file
+from htm_gym.generation import load_sampler
 
 
 @dataclass
@@ -51,10 +52,20 @@ class Args:
     """test and training-distribution instances used for the report's figures"""
     report_roots: int = 20000
     """training instances whose roots fit the run's root sampler, if it has none yet"""
+    report_sampler: str | None = None
+    """a root sampler file for the report's samples (e.g. <run>/root_sampler_parts.pt from
+    generate.py --sampler-kind parts); default: the run's Gaussian mixture"""
 
 
 def main(args: Args) -> dict:
     model, ckpt = checkpoint.load_trained(args.checkpoint, args.device)
+    if args.report and args.report_sampler:  # fail before the evaluation, not after it
+        try:
+            kind = load_sampler(args.report_sampler).kind
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"--report-sampler: {e}") from e
+        if kind == "parts" and (ckpt["args"].get("agent") or ckpt["args"]["policy"] != "learned"):
+            raise SystemExit("--report-sampler: a parts sampler needs a learned-policy run")
     env_id, generator = checkpoint.checkpoint_env(ckpt)
     if hasattr(generator, "with_split"):  # never score a split dataset on its training images
         generator = generator.with_split(args.split)
@@ -106,6 +117,7 @@ def main(args: Args) -> dict:
             args.seed,
             args.report_roots,
             max_merges,
+            args.report_sampler,
         )
         results["report"] = summary
         gen = summary["generation"]
