@@ -37,12 +37,14 @@ def fit_root_sampler(
     components: range | list[int] = range(1, 11),
     kind: str = "gmm",
     bandwidth: float = 0.01,
+    neighbours: int = 0,
 ) -> RootSampler:
     """Merge ``num_roots`` fresh training-distribution instances to the root with
     ``policy`` and fit a root density to their roots: the BIC-selected Gaussian mixture
     (``kind="gmm"``) or a kernel density of width ``bandwidth`` (``kind="kde"``); or, with
-    ``kind="parts"``, keep their trees' cherries and lone leaves, jittered by ``bandwidth``
-    and composed by the model's pair scorer and merger (``composition.PartsSampler``)."""
+    ``kind="parts"``, keep their trees' cherries and lone leaves, moved toward one of their
+    ``neighbours`` nearest, jittered by ``bandwidth`` and composed by the model's pair
+    scorer and merger (``composition.PartsSampler``)."""
     if kind not in ("gmm", "kde", "parts"):
         raise ValueError(f"root sampler kind must be 'gmm', 'kde' or 'parts', got {kind!r}")
     data = fitting_instances(generator, num_roots, seed)
@@ -50,7 +52,7 @@ def fit_root_sampler(
         r = rollout_tokens(model, generator, data, policy, seed=seed, noise_std=0.0)
         if (r["lengths"] != data.num_tokens - 1).any():
             raise ValueError("some episodes stopped before the root; parts need to-root trees")
-        return PartsSampler.fit(r["children"], r["tree"], data.num_tokens, bandwidth)
+        return PartsSampler.fit(r["children"], r["tree"], data.num_tokens, bandwidth, neighbours)
     roots = collect_roots(model, generator, data, policy, seed=seed)
     if kind == "kde":
         return KernelDensityRoots.fit(roots, bandwidth)

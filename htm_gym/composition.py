@@ -5,12 +5,13 @@ the thin, curved set of roots the encoder makes, and those roots decode to inval
 (crosses: validity about 0.02). ``PartsSampler`` needs a density only over *parts*: the
 cherries of the encoded training trees (internal nodes whose two children are leaves: for
 crosses, one cross each) and the leaves outside any cherry. A sample draws the part counts of
-a training tree, draws that many parts (a stored part plus Gaussian jitter of width
-``bandwidth``), and lets the learned pair scorer merge them greedily to a root with the
-merger, as the encoder does above the cherries. The decoder then unmerges that root as usual.
-
-What it does not do: make new parts. At small bandwidths every part decodes to a part seen
-in training (a cross within 2 px of a training cross); what is new is their combination.
+a training tree, draws that many parts, and lets the learned pair scorer merge them
+greedily to a root with the merger, as the encoder does above the cherries. The decoder then
+unmerges that root as usual. A drawn part is a stored part, moved a uniform fraction of the
+way toward one of its ``neighbours`` nearest stored parts (0: not moved), plus Gaussian
+jitter of width ``bandwidth``. Jitter alone leaves the thin set of parts before it makes a
+new one (crosses: every part within 2 px of a training cross at the widths that stay
+valid); a chord between near neighbours stays close to that set.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from sklearn.neighbors import NearestNeighbors
 
 from htm_gym.nets import HTMModel
 
@@ -69,6 +71,15 @@ def compose_roots(model: HTMModel, parts: torch.Tensor) -> torch.Tensor:
     return nodes[:, 0]
 
 
+def nearest_parts(pool: np.ndarray, k: int) -> np.ndarray:
+    """Indices (n, k') of each part's k nearest other parts, k' = min(k, n - 1)."""
+    k = min(k, len(pool) - 1)
+    if k <= 0:
+        return np.zeros((len(pool), 0), dtype=np.int64)
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(pool).kneighbors(pool)
+    return idx[:, 1:].astype(np.int64)  # column 0 is the part itself
+
+
 @dataclass
 class PartsSampler:
     """Roots composed from jittered cherries and lone leaves of encoded training trees.
@@ -81,6 +92,8 @@ class PartsSampler:
     leaves: np.ndarray  # (L, E)
     counts: np.ndarray  # (N, 2) cherries and lone leaves per training tree
     bandwidth: float
+    cherry_neighbours: np.ndarray  # (C, k) indices into cherries
+    leaf_neighbours: np.ndarray  # (L, k) indices into leaves
     kind: ClassVar[str] = "parts"
     model: HTMModel | None = None
 
@@ -91,15 +104,26 @@ class PartsSampler:
         tree: np.ndarray,
         num_tokens: np.ndarray,
         bandwidth: float = 0.01,
+        neighbours: int = 0,
     ) -> PartsSampler:
         if not (np.isfinite(bandwidth) and bandwidth >= 0):
             raise ValueError(f"bandwidth must be finite and >= 0, got {bandwidth}")
+        if neighbours < 0:
+            raise ValueError(f"neighbours must be >= 0, got {neighbours}")
         if not np.isfinite(tree).all():
             raise ValueError("tree embeddings must be finite")
         cherries, leaves, counts = tree_parts(children, tree, num_tokens)
         if not len(counts) or (counts.sum(1) == 0).any():
             raise ValueError("every tree needs at least one part; pass trees built to the root")
-        return cls(cherries.astype(np.float32), leaves.astype(np.float32), counts, bandwidth)
+        cherries, leaves = cherries.astype(np.float32), leaves.astype(np.float32)
+        return cls(
+            cherries,
+            leaves,
+            counts,
+            bandwidth,
+            nearest_parts(cherries, neighbours),
+            nearest_parts(leaves, neighbours),
+        )
 
     def bind(self, model: HTMModel) -> PartsSampler:
         if model.embed_dim != self.cherries.shape[1]:
@@ -109,14 +133,20 @@ class PartsSampler:
         self.model = model
         return self
 
-    def _draw(self, pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    def _draw(
+        self, pool: np.ndarray, near: np.ndarray, n: int, rng: np.random.Generator
+    ) -> np.ndarray:
         if n and not len(pool):
             raise ValueError("a part count asks for parts of a kind the trees never had")
         if not n:
             return pool[:0]
         pick = rng.integers(len(pool), size=n)
+        part = pool[pick].astype(np.float64)  # (n, E)
+        if near.shape[1]:
+            other = near[pick, rng.integers(near.shape[1], size=n)]
+            part += rng.random((n, 1)) * (pool[other] - part)
         noise = rng.standard_normal((n, pool.shape[1]))
-        return (pool[pick] + self.bandwidth * noise).astype(np.float32)
+        return (part + self.bandwidth * noise).astype(np.float32)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         if self.model is None:
@@ -127,12 +157,10 @@ class PartsSampler:
         dev = next(self.model.parameters()).device
         for c, leaf in np.unique(counts, axis=0):  # one batch per part-count pattern
             rows = np.flatnonzero((counts == (c, leaf)).all(1))
+            cherries = self._draw(self.cherries, self.cherry_neighbours, len(rows) * c, rng)
+            leaves = self._draw(self.leaves, self.leaf_neighbours, len(rows) * leaf, rng)
             parts = np.concatenate(
-                [
-                    self._draw(self.cherries, len(rows) * c, rng).reshape(len(rows), c, e),
-                    self._draw(self.leaves, len(rows) * leaf, rng).reshape(len(rows), leaf, e),
-                ],
-                axis=1,
+                [cherries.reshape(len(rows), c, e), leaves.reshape(len(rows), leaf, e)], axis=1
             )
             composed = compose_roots(self.model, torch.as_tensor(parts, device=dev))
             roots[rows] = composed.float().cpu().numpy()
@@ -144,13 +172,19 @@ class PartsSampler:
             "leaves": self.leaves,
             "counts": self.counts,
             "bandwidth": np.asarray(self.bandwidth),
+            "cherry_neighbours": self.cherry_neighbours,
+            "leaf_neighbours": self.leaf_neighbours,
         }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, np.ndarray]) -> PartsSampler:
+        cherries = np.asarray(state["cherries"], dtype=np.float32)
+        leaves = np.asarray(state["leaves"], dtype=np.float32)
         return cls(
-            np.asarray(state["cherries"], dtype=np.float32),
-            np.asarray(state["leaves"], dtype=np.float32),
+            cherries,
+            leaves,
             np.asarray(state["counts"], dtype=np.int64),
             float(state["bandwidth"]),
+            np.asarray(state["cherry_neighbours"], dtype=np.int64),
+            np.asarray(state["leaf_neighbours"], dtype=np.int64),
         )

@@ -84,3 +84,26 @@ def test_parts_sampler_generates_reproducibly_and_reports_bad_use():
     a = generate(model, sampler, 20, seed=4, max_steps=11)
     b = generate(model, sampler, 20, seed=4, max_steps=11)
     np.testing.assert_array_equal(a.batch.tokens, b.batch.tokens)
+
+
+def test_parts_move_toward_a_near_neighbour(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 40
+    children = np.zeros((n, 1, 2), dtype=np.int64)
+    children[:, 0] = (0, 1)  # every tree one cherry (P = 2): its root is the drawn part
+    tree = rng.standard_normal((n, 3, 2)).astype(np.float32)
+    sampler = PartsSampler.fit(children, tree, np.full(n, 2), bandwidth=0.0, neighbours=1)
+    pool, near = sampler.cherries, sampler.cherry_neighbours[:, 0]
+    dist = np.linalg.norm(pool[:, None] - pool[None], axis=-1) + np.eye(n) * 1e9
+    assert (near == dist.argmin(1)).all(), "column 0: the nearest other part"
+    roots = sampler.bind(_model(embed_dim=2)).sample(200, np.random.default_rng(1))
+    # each root lies on the chord from some part to that part's nearest neighbour
+    a, b = pool[:, None], pool[near][:, None]  # (n, 1, 2)
+    t = np.clip(((roots[None] - a) * (b - a)).sum(-1) / ((b - a) ** 2).sum(-1), 0, 1)
+    off = np.linalg.norm(a + t[..., None] * (b - a) - roots[None], axis=-1).min(0)
+    assert off.max() < 1e-5
+    assert (np.abs(roots[:, None] - pool[None]).max(-1).min(1) > 1e-4).mean() > 0.9, "moved"
+    save_sampler(sampler, tmp_path / "n.pt")
+    np.testing.assert_array_equal(load_sampler(tmp_path / "n.pt").cherry_neighbours, near[:, None])
+    with pytest.raises(ValueError, match="neighbours"):
+        PartsSampler.fit(children, tree, np.full(n, 2), neighbours=-1)

@@ -75,7 +75,11 @@ def test_generate_and_report_smoke(tmp_path):
     assert (run / "root_sampler_kde.1.pt").is_file(), "a kernel density never replaces one"
     with pytest.raises(SystemExit, match="bandwidth"):
         generate.main(generate.Args(num_samples=5, sampler_kind="kde", bandwidth=-1.0, **small))
-    parts = generate.main(generate.Args(num_samples=20, sampler_kind="parts", **small))
+    with pytest.raises(SystemExit, match="neighbours"):
+        generate.main(generate.Args(num_samples=5, sampler_kind="parts", neighbours=-1, **small))
+    parts = generate.main(
+        generate.Args(num_samples=20, sampler_kind="parts", neighbours=3, **small)
+    )
     assert parts["sampler_kind"] == "parts" and (run / "root_sampler_parts.pt").is_file()
     again = generate.main(
         generate.Args(num_samples=20, sampler=str(run / "root_sampler_parts.pt"), **small)

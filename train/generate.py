@@ -55,6 +55,11 @@ class Args:
     combinations of training parts). kde and parts are always fitted anew"""
     bandwidth: float = 0.01
     """kernel width of --sampler-kind kde (on roots) or parts (on parts), embedding units"""
+    neighbours: int = 32
+    """--sampler-kind parts: move each drawn part a uniform fraction of the way toward one
+    of its K nearest stored parts (0: stored parts, jittered only, which copies training
+    parts); crosses, default_v8: validity 0.961 at 32 against 0.998 at 0, with 12% of
+    decoded parts new against none"""
     score: bool = True
     """score validity, token-count coverage and novelty"""
     num_train_reference: int = 20000
@@ -74,6 +79,8 @@ def main(args: Args) -> dict:
         raise SystemExit(f"--max-components must be >= 1, got {args.max_components}")
     if not args.bandwidth >= 0:
         raise SystemExit(f"--bandwidth must be >= 0, got {args.bandwidth}")
+    if args.neighbours < 0:
+        raise SystemExit(f"--neighbours must be >= 0, got {args.neighbours}")
     model, ckpt = checkpoint.load_trained(args.checkpoint, args.device)
     env_id, generator = checkpoint.checkpoint_env(ckpt)
     if ckpt["args"].get("final_merges") is not None:
@@ -100,6 +107,7 @@ def main(args: Args) -> dict:
         components=range(1, args.max_components + 1),
         kind=args.sampler_kind,
         bandwidth=args.bandwidth,
+        neighbours=args.neighbours,
     )
     print(f"root sampler: {sampler_path} ({'fitted now' if fitted else 'loaded'})")
     if sampler.kind == "parts" and not learned:
