@@ -93,6 +93,11 @@ def checkpoint_env(ckpt: dict) -> tuple[str, TokenGenerator]:
     return env_id, htm_gym.env_generator(env_id)
 
 
+def has_learned_scorer(ckpt: dict) -> bool:
+    """Whether the checkpoint's model.policy was trained (the built-in learned policy)."""
+    return not ckpt["args"].get("agent") and ckpt["args"]["policy"] == "learned"
+
+
 def checkpoint_actor(
     model: HTMModel, ckpt: dict, greedy: bool, generator: torch.Generator | None = None
 ) -> Learner:

@@ -64,7 +64,7 @@ def main(args: Args) -> dict:
             kind = load_sampler(args.report_sampler).kind
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--report-sampler: {e}") from e
-        if kind == "parts" and (ckpt["args"].get("agent") or ckpt["args"]["policy"] != "learned"):
+        if kind == "parts" and not checkpoint.has_learned_scorer(ckpt):
             raise SystemExit("--report-sampler: a parts sampler needs a learned-policy run")
     env_id, generator = checkpoint.checkpoint_env(ckpt)
     if hasattr(generator, "with_split"):  # never score a split dataset on its training images

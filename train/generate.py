@@ -91,7 +91,7 @@ def main(args: Args) -> dict:
     run_dir = Path(args.checkpoint)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
     actor = checkpoint.checkpoint_actor(model, ckpt, greedy=True)
-    learned = not ckpt["args"].get("agent") and ckpt["args"]["policy"] == "learned"
+    learned = checkpoint.has_learned_scorer(ckpt)
     no_scorer = f"parts are composed by the learned pair scorer, and {args.checkpoint} has none"
     if args.sampler is None and args.sampler_kind == "parts" and not learned:
         raise SystemExit(f"--sampler-kind parts: {no_scorer}")
