@@ -55,10 +55,9 @@ def compose_roots(model: HTMModel, parts: torch.Tensor) -> torch.Tensor:
     """Merge parts (B, k, E) to roots (B, E): at each step the ordered pair the model's pair
     scorer rates highest is merged by the merger (the greedy learned policy's choice)."""
     nodes = parts
-    eye_cache: dict[int, torch.Tensor] = {}
     while nodes.shape[1] > 1:
         b, k, e = nodes.shape
-        eye = eye_cache.setdefault(k, torch.eye(k, dtype=torch.bool, device=nodes.device))
+        eye = torch.eye(k, dtype=torch.bool, device=nodes.device)
         logits = model.policy.all_pairs(nodes).masked_fill(eye, float("-inf"))  # (B, k, k)
         flat = logits.reshape(b, k * k).argmax(1)
         i, j = flat // k, flat % k
