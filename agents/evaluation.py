@@ -69,6 +69,22 @@ def rollout_tokens(
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def rollout_to_root(
+    model: HTMModel,
+    generator: TokenGenerator,
+    data: TokenBatch,
+    policy: Learner,
+    seed: int = 0,
+    noise_std: float | None = 0.0,
+) -> dict[str, np.ndarray]:
+    """:func:`rollout_tokens`, checked to have merged every instance to its root; noise-free
+    by default, so a density fitted to the trees models the encoder, not the training noise."""
+    r = rollout_tokens(model, generator, data, policy, seed=seed, noise_std=noise_std)
+    if (r["lengths"] != data.num_tokens - 1).any():
+        raise ValueError("some episodes stopped before the root; roots need to-root merging")
+    return r
+
+
 def collect_roots(
     model: HTMModel,
     generator: TokenGenerator,
@@ -77,13 +93,9 @@ def collect_roots(
     seed: int = 0,
     noise_std: float | None = 0.0,
 ) -> np.ndarray:
-    """Root embeddings (n, E) of ``data`` merged to the root by ``policy`` (report 3.8.1);
-    noise-free by default, so the density models the encoder, not the training noise."""
-    r = rollout_tokens(model, generator, data, policy, seed=seed, noise_std=noise_std)
-    root_id = data.num_tokens + r["lengths"] - 1
-    if (r["lengths"] != data.num_tokens - 1).any():
-        raise ValueError("some episodes stopped before the root; roots need to-root merging")
-    return r["tree"][np.arange(len(data)), root_id]
+    """Root embeddings (n, E) of ``data`` merged to the root by ``policy`` (report 3.8.1)."""
+    r = rollout_to_root(model, generator, data, policy, seed, noise_std)
+    return r["tree"][np.arange(len(data)), data.num_tokens + r["lengths"] - 1]
 
 
 def instance_mse(rec: np.ndarray, data: TokenBatch) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 
 from agents.base import Learner
 from agents.checkpoint import fresh_path
-from agents.evaluation import collect_roots, rollout_tokens
+from agents.evaluation import collect_roots, rollout_to_root
 from htm_gym.composition import PartsSampler
 from htm_gym.datasets import TokenBatch, TokenGenerator
 from htm_gym.generation import (
@@ -49,9 +49,7 @@ def fit_root_sampler(
         raise ValueError(f"root sampler kind must be 'gmm', 'kde' or 'parts', got {kind!r}")
     data = fitting_instances(generator, num_roots, seed)
     if kind == "parts":
-        r = rollout_tokens(model, generator, data, policy, seed=seed, noise_std=0.0)
-        if (r["lengths"] != data.num_tokens - 1).any():
-            raise ValueError("some episodes stopped before the root; parts need to-root trees")
+        r = rollout_to_root(model, generator, data, policy, seed=seed)
         return PartsSampler.fit(r["children"], r["tree"], data.num_tokens, bandwidth, neighbours)
     roots = collect_roots(model, generator, data, policy, seed=seed)
     if kind == "kde":
