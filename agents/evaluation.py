@@ -98,11 +98,24 @@ def collect_roots(
     return r["tree"][np.arange(len(data)), data.num_tokens + r["lengths"] - 1]
 
 
-def instance_mse(rec: np.ndarray, data: TokenBatch) -> np.ndarray:
-    """Per-instance reconstruction MSE in token units^2, padding excluded: (n,)."""
+def squared_errors(rec: np.ndarray, data: TokenBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Per instance: the sum of squared reconstruction errors in token units^2 and the number
+    of real coordinates (P * T), padding excluded: (n,) each."""
     real = np.arange(data.tokens.shape[1])[None, :] < data.num_tokens[:, None]
     sq = np.where(real[..., None], (rec - np.nan_to_num(data.tokens)) ** 2, 0.0)
-    return sq.sum((1, 2)) / (real.sum(1) * data.tokens.shape[2])
+    return sq.sum((1, 2)), real.sum(1) * data.tokens.shape[2]
+
+
+def instance_mse(rec: np.ndarray, data: TokenBatch) -> np.ndarray:
+    """Per-instance reconstruction MSE in token units^2, padding excluded: (n,)."""
+    sse, count = squared_errors(rec, data)
+    return sse / count
+
+
+def pooled_mse(sse: np.ndarray, count: np.ndarray) -> float:
+    """The original work's MSE: every coordinate of every instance weighs the same, so a
+    P = 6 image counts three times a P = 2 one (unlike the mean of per-instance MSEs)."""
+    return float(sse.sum() / max(count.sum(), 1))
 
 
 def evaluate(
@@ -119,12 +132,14 @@ def evaluate(
     (merging to the root, or ``max_merges`` merges per instance)."""
     r = rollout_tokens(model, generator, data, policy, batch_size, seed, noise_std, max_merges)
     num = data.num_tokens
-    mse = instance_mse(r["rec"], data)
+    sse, count = squared_errors(r["rec"], data)
+    mse = sse / count
     s = metrics.structure_scores(r["children"], r["lengths"], num, generator.constituents)
     result: dict[str, Any] = {
         "instances": len(num),
         "recovered": float(s["recovered"].mean()),
         "bracket_f1": float(s["f1"].mean()),
+        "recon_mse_pooled": pooled_mse(sse, count),
         "recon_mse": float(mse.mean()),
         "recon_mse_median": float(np.median(mse)),
         "mean_return": float(r["returns"].mean()),
@@ -137,6 +152,8 @@ def evaluate(
             "count": int(sel.sum()),
             "recovered": float(s["recovered"][sel].mean()),
             "bracket_f1": float(s["f1"][sel].mean()),
+            "recon_mse_pooled": pooled_mse(sse[sel], count[sel]),
             "recon_mse": float(mse[sel].mean()),
+            "recon_mse_median": float(np.median(mse[sel])),
         }
     return result

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.tensorboard import SummaryWriter
 
 from agents import checkpoint
-from agents.evaluation import instance_mse, rollout_tokens
+from agents.evaluation import pooled_mse, rollout_tokens, squared_errors
 from agents.generative import run_sampler
 from htm_gym import figures, metrics
 from htm_gym.datasets import TokenBatch, TokenGenerator
@@ -119,10 +119,15 @@ def write_report(
 
     groups, mse_table = {}, {}
     for name, data, r in (("train", train, r_train), ("test", test, r_test)):
-        mse = instance_mse(r["rec"], data)
+        sse, count = squared_errors(r["rec"], data)
+        mse = sse / count
         for p in np.unique(data.num_tokens):
             groups[f"{name} P={p}"] = mse[data.num_tokens == p]
-        mse_table[name] = {"mean": float(mse.mean()), "median": float(np.median(mse))}
+        mse_table[name] = {
+            "pooled": pooled_mse(sse, count),
+            "mean": float(mse.mean()),
+            "median": float(np.median(mse)),
+        }
     rep.table("reconstruction_mse_px", mse_table)
     rep.figure("reconstruction_violin", figures.mse_violin(groups))
     shown = list(range(min(8, len(test))))

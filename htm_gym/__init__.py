@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 ENV_IDS: dict[str, dict] = {
     "HTM-Crosses-v0": {"dataset": "crosses"},
     "HTM-Trees-v0": {"dataset": "trees"},
+    "HTM-TreesJittered-v0": {"dataset": "trees", "dataset_kwargs": {"variant": "jittered"}},
     "HTM-Digits-v0": {"dataset": "digits"},
     "HTM-Digits16-v0": {"dataset": "digits16"},
 }

@@ -202,6 +202,17 @@ def reconstruct(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) ->
     return model.unlift(down[:, : state.num_slots])
 
 
+def forest_loss(model: HTMModel, state: MergeState) -> Tensor:
+    """Skip-path loss: MSE of every real token decoded from the current forest of active
+    nodes (each unmerged through its recorded subtree, no teacher forcing), in the model's
+    normalised token units: (B,). Before any merge it is the lifter/unlifter round trip."""
+    down = unmerge(model, state)
+    recon = model.unlifter(down[:, : state.num_slots])  # (B, S, T) normalised units
+    err = (recon - model.normalize(state.tokens)).pow(2).mean(-1)  # (B, S)
+    real = token_mask(state)
+    return (err * real).sum(1) / real.sum(1).clamp(min=1)
+
+
 def token_mask(state: MergeState) -> Tensor:  # (B, S) bool, real (non-padding) tokens
     return _valid_ids(state.num_tokens, state.num_slots, leaves_only=True)
 

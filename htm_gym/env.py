@@ -43,9 +43,17 @@ class HTMEnv(gym.Env):
     P-token instance start inactive.
 
     ## Rewards
-    Minus the one-step reconstruction loss of the merge (report 3.3.1): the mean squared
-    error, in the model's normalised embedding space, between the pair's embeddings and
-    the unmerger's reconstruction of the merged (noisy) node. Always finite and <= 0.
+    ``reward="one_step"`` (default): minus the one-step reconstruction loss of the merge
+    (report 3.3.1): the mean squared error, in the model's normalised embedding space,
+    between the pair's embeddings and the unmerger's reconstruction of the merged (noisy)
+    node. Always finite and <= 0.
+
+    ``reward="skip_path"``: ``L(t-1) - L(t)``, the drop in the skip-path loss ``L``: the
+    mean squared error, in the model's normalised token units, of every token decoded from
+    the current forest of active nodes (each unmerged through its recorded subtree and
+    unlifted). A merge that destroys information about any of its tokens pays at once, in
+    token space; an episode's rewards sum to ``L(0) - L(end)``. Finite; usually < 0, and
+    > 0 when a merge happens to decode better than its parts.
 
     ## Starting State
     A token set from the dataset generator seeded by ``reset(seed=...)``, placed in the
@@ -68,7 +76,8 @@ class HTMEnv(gym.Env):
       crosses, 7 for trees), ``hidden_dim`` and the dataset's default token scale.
     - ``noise_std``: std of the Gaussian noise added to every node on creation; default
       the model's own (0.01 for a fresh model). ``0`` gives noise-free inference.
-    - ``max_merges``, ``illegal_action``, ``illegal_penalty``, ``step_limit``: above.
+    - ``max_merges``, ``illegal_action``, ``illegal_penalty``, ``step_limit``, ``reward``:
+      above.
     - ``device``: torch device of the model's computation; observations are NumPy.
     - ``render_mode="rgb_array"``: ``render()`` draws the tokens coloured by current
       cluster, with the merge tree's steps as dashed lines when ``render_tree``.
@@ -91,6 +100,7 @@ class HTMEnv(gym.Env):
         illegal_penalty: float = 1.0,
         step_limit: int | None = None,
         device: str | torch.device = "cpu",
+        reward: str = "one_step",
         render_mode: str | None = None,
         render_tree: bool = True,
     ) -> None:
@@ -111,6 +121,7 @@ class HTMEnv(gym.Env):
             illegal_penalty,
             step_limit,
             device,
+            reward,
         )
         self.generator = self.sim.generator
         self.observation_space = self.sim.observation_space()

@@ -22,6 +22,11 @@ from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model
 from htm_gym.render import render_tokens
 
 ILLEGAL_MODES = ("penalize", "raise")
+# one_step: minus the merge's own unmerging error in embedding space (report 3.3.1).
+# skip_path: the change in the error of every token decoded from the current forest
+# (the skip-generative path of the hierarchical-VAE-with-RL paper, section 3): a merge that
+# destroys information about any token pays for it at once, in token space.
+REWARDS = ("one_step", "skip_path")
 # Trees: the report's 7 (3 positions plus a level flag). Crosses: the report's 18 (three
 # crosses of 6 numbers) left a 6-cross root too little room beside the node noise; 32 cut
 # the noise-free reconstruction error of P = 6 by 3-4x, 48 by another 3x (README, runs m_*).
@@ -49,6 +54,7 @@ class EnvOptions:
     illegal_action: str
     illegal_penalty: float
     step_limit: int
+    reward: str = "one_step"
 
 
 def check_options(
@@ -57,7 +63,10 @@ def check_options(
     illegal_action: str,
     illegal_penalty: float,
     step_limit: int | None,
+    reward: str = "one_step",
 ) -> EnvOptions:
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
     if max_merges is not None and (not isinstance(max_merges, int) or max_merges < 1):
         raise ValueError(
             f"max_merges must be None (merge to the root) or an integer >= 1, got {max_merges!r}"
@@ -73,7 +82,7 @@ def check_options(
             f"step_limit must be an integer >= max_tokens - 1 = {max_tokens - 1} "
             f"(else no episode can reach the root), got {step_limit!r}"
         )
-    return EnvOptions(max_merges, illegal_action, float(illegal_penalty), step_limit)
+    return EnvOptions(max_merges, illegal_action, float(illegal_penalty), step_limit, reward)
 
 
 def build_generator(dataset: str | TokenGenerator, dataset_kwargs: dict | None) -> TokenGenerator:
@@ -195,6 +204,8 @@ class MergeSim:
                 two,
                 self._noise(np.zeros((num_envs, 2 * self.S - 1, self.E), np.float32)),
             )
+        # Skip-path reward: each row's forest loss before its next merge.
+        self.forest_loss = torch.zeros(num_envs, device=self.device)
 
     def _noise(self, unit: np.ndarray) -> Tensor:
         return torch.as_tensor(unit, device=self.device) * self.noise_std
@@ -232,6 +243,8 @@ class MergeSim:
         fresh = core.lift(self.model, t, p, self._noise(noise))
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         self.state = self.state.with_rows(idx, fresh)
+        if self.options.reward == "skip_path":
+            self.forest_loss[idx] = core.forest_loss(self.model, fresh)
         self.episode_steps[idx] = torch.zeros(n, dtype=torch.long, device=self.device)
 
     def merge_budget(self) -> Tensor:  # (B,) merges this episode may make
@@ -267,6 +280,10 @@ class MergeSim:
             self.model, self.state, actions // self.S, actions % self.S, legal
         )
         illegal = apply & ~legal
+        if self.options.reward == "skip_path":
+            after = core.forest_loss(self.model, self.state)
+            loss = torch.where(legal, after - self.forest_loss, 0.0)
+            self.forest_loss = torch.where(legal, after, self.forest_loss)
         reward = torch.where(illegal, -self.options.illegal_penalty, -loss)
         self.episode_steps += apply.long()
         terminated = apply & (self.state.merges >= self.state.num_tokens - 1)
@@ -320,11 +337,12 @@ def make_sim(
     illegal_penalty: float,
     step_limit: int | None,
     device: str | torch.device,
+    reward: str = "one_step",
 ) -> MergeSim:
     """The validated dynamics behind both env faces (their shared constructor arguments)."""
     generator = build_generator(dataset, dataset_kwargs)
     model = build_model(generator, model, checkpoint, embed_dim, hidden_dim, model_seed, device)
     options = check_options(
-        generator.max_tokens, max_merges, illegal_action, illegal_penalty, step_limit
+        generator.max_tokens, max_merges, illegal_action, illegal_penalty, step_limit, reward
     )
     return MergeSim(model, generator, num_envs, options, noise_std)

@@ -58,6 +58,7 @@ class HTMVectorEnv(VectorEnv):
         illegal_penalty: float = 1.0,
         step_limit: int | None = None,
         device: str | torch.device = "cpu",
+        reward: str = "one_step",
         render_mode: str | None = None,
         render_tree: bool = True,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
@@ -87,6 +88,7 @@ class HTMVectorEnv(VectorEnv):
             illegal_penalty,
             step_limit,
             device,
+            reward,
         )
         self.generator = self.sim.generator
         self.num_envs = num_envs

@@ -129,3 +129,26 @@ def test_token_file_errors(tmp_path):
         make_generator("crosses", colour="red")
     with pytest.raises(ValueError, match="num_crosses"):
         CrossesGenerator(num_crosses=(3, 1))
+
+
+def test_jittered_trees_statistics():
+    gen = make_generator("trees", variant="jittered")
+    narrow = make_generator("trees")
+    assert gen.draw_size == 3 + 2 * 6 and narrow.draw_size == 3  # reference draws unchanged
+    b = gen.sample(np.random.default_rng(0), 4000)
+    tok = b.tokens.astype(np.float64)
+    # Edges in token order (parent, child, nominal length): the root's two branches of 90 px,
+    # then each child's two of 13.5 px.
+    edges = [(0, 1, 90.0), (0, 4, 90.0), (1, 2, 13.5), (1, 3, 13.5), (4, 5, 13.5), (4, 6, 13.5)]
+    ratios = np.stack([np.linalg.norm(tok[:, c] - tok[:, p], axis=1) / d for p, c, d in edges])
+    assert ratios.min() >= 0.75 - 1e-4 and ratios.max() <= 1.25 + 1e-4
+    assert abs(ratios.mean() - 1) < 0.01 and abs(ratios.std() - 0.25 / np.sqrt(3)) < 0.01
+    # The two root branches open 25 degrees apart, give or take both branches' jitter.
+    v1, v2 = tok[:, 1] - tok[:, 0], tok[:, 4] - tok[:, 0]
+    cos = (v1 * v2).sum(1) / np.linalg.norm(v1, axis=1) / np.linalg.norm(v2, axis=1)
+    opening = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    assert opening.min() >= 25 - 12 - 1e-3 and opening.max() <= 25 + 12 + 1e-3
+    assert opening.std() > 2  # not the narrow set's fixed 25
+    assert gen.constituents(7) == narrow.constituents(7)
+    with pytest.raises(NotImplementedError):
+        gen.is_valid(tok[0])

@@ -22,6 +22,7 @@ import tyro
 
 from agents import checkpoint
 from agents.evaluation import evaluate
+from agents.policies import ProximityActor
 from agents.report import write_report
 from htm_gym.datasets import TokenBatch, load_token_file
 from htm_gym.generation import load_sampler
@@ -42,6 +43,9 @@ class Args:
     """JSON path (default: next to the checkpoint)"""
     noise_free: bool = True
     """also evaluate the greedy policy with the node noise switched off"""
+    proximity: bool = False
+    """also evaluate a baseline that merges the two nodes with the closest token centroids,
+    decoded by this checkpoint's networks (evaluation only; all instances in one batch)"""
     split: str = "test"
     """datasets split by image (digits): which images to evaluate on"""
     report: bool = False
@@ -94,6 +98,11 @@ def main(args: Args) -> dict:
             model, generator, data, actor, args.batch_size, args.seed, noise, max_merges
         )
         results[mode]["seconds"] = time.perf_counter() - start
+    if args.proximity:
+        actor = ProximityActor(torch.as_tensor(data.tokens), torch.as_tensor(data.num_tokens))
+        results["proximity"] = evaluate(
+            model, generator, data, actor, len(data), args.seed, None, max_merges
+        )
     print_table(results)
     run_dir = Path(args.checkpoint)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
@@ -141,20 +150,31 @@ def print_table(results: dict) -> None:
     rows = [
         (structure, "recovered"),
         ("bracket F1", "bracket_f1"),
-        ("reconstruction MSE (px^2)", "recon_mse"),
+        ("reconstruction MSE, pooled (px^2)", "recon_mse_pooled"),
+        ("  per-instance mean", "recon_mse"),
+        ("  per-instance median", "recon_mse_median"),
     ]
     for label, key in rows:
         extra = f"{q[key]:>18.4f}" if q else ""
         print(f"{label:<34}{g[key]:>12.4f}{s[key]:>12.4f}{extra}")
+    if "proximity" in results:
+        pr = results["proximity"]
+        print(
+            f"{'proximity baseline':<34}{structure} {pr['recovered']:.4f}, bracket F1 "
+            f"{pr['bracket_f1']:.4f}, pooled MSE {pr['recon_mse_pooled']:.4f}"
+        )
     for key in ("accuracy", "precision", "recall", "f1"):
         extra = f"{q['classifier'][key]:>18.5f}" if q else ""
         cls = f"{g['classifier'][key]:>12.5f}{s['classifier'][key]:>12.5f}"
         print(f"{'classifier ' + key:<34}{cls}{extra}")
-    for p, row in list(g["per_p"].items()) if len(g["per_p"]) <= 8 else []:  # digits: JSON only
-        print(
-            f"{'  P=' + str(p) + ' ' + structure:<34}{row['recovered']:>12.4f}"
-            f"{s['per_p'][p]['recovered']:>12.4f}"
-        )
+    per_p = list(g["per_p"]) if 1 < len(g["per_p"]) <= 8 else []  # digits: JSON only
+    for label, key in ((structure, "recovered"), ("pooled MSE", "recon_mse_pooled")):
+        for p in per_p:
+            extra = f"{q['per_p'][p][key]:>18.4f}" if q else ""
+            print(
+                f"{'  P=' + str(p) + ' ' + label:<34}{g['per_p'][p][key]:>12.4f}"
+                f"{s['per_p'][p][key]:>12.4f}{extra}"
+            )
 
 
 if __name__ == "__main__":
