@@ -54,6 +54,9 @@ def test_reinforce_smoke_and_evaluate(tmp_path):
     evaluate.main(evaluate.Args(checkpoint=str(run), num_instances=12, batch_size=8))
     assert len(sorted(run.glob("eval_*.json"))) == len(first) + 1, "earlier results kept"
     assert json.loads(first[0].read_text())["env_id"] == "HTM-Crosses-v0"
+    stored = json.loads((run / "args.json").read_text())
+    assert (stored["reward"], stored["gamma"]) == ("one_step", 1.0)  # crosses' credit
+    assert res["greedy"]["recon_mse_pooled"] >= 0
 
 
 def test_generate_and_report_smoke(tmp_path):
@@ -251,6 +254,12 @@ def test_trees_smoke(tmp_path):
         )
     )
     assert (run / "checkpoint.pt").is_file()
+    stored = json.loads((run / "args.json").read_text())
+    assert (stored["reward"], stored["gamma"]) == ("skip_path", 0.0)  # trees' credit, resolved
+    res = evaluate.main(
+        evaluate.Args(checkpoint=str(run), num_instances=6, batch_size=4, proximity=True)
+    )
+    assert res["proximity"]["recovered"] == 1.0  # narrow subtrees are each other's nearest
 
 
 def test_script_errors(tmp_path):
