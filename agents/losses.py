@@ -30,6 +30,7 @@ class Weights:
     depth: float = 1.0  # d_c
     loss_power: float = 0.01  # l_p
     recon: float = 1.0
+    forest: float = 0.0  # the skip-path loss of every intermediate forest (0: not computed)
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -79,6 +80,8 @@ def htm_loss(terms: dict[str, Tensor], num_tokens: Tensor, w: Weights) -> Tensor
         + w.lifter * terms["lifter"]
         + w.encoder * terms["encoder"]
     )
+    if w.forest:
+        per_instance = per_instance + w.forest * terms["forest"]
     return (bias_factor(num_tokens, w.depth, w.loss_power) * per_instance).mean()
 
 

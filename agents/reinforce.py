@@ -184,7 +184,8 @@ class ReinforceLearner:
             self.baseline = RunningBaseline(s - 1, cfg.baseline_size).to(self.device)
         # One replay per token count P: a padded batch would spend the longest episode's
         # merges on every row (1.65x slower on crosses, `python -m htm_gym.bench`).
-        parts = [self._replay(g, tau, s) for g in episodes.split_by_tokens()]
+        forest = stage.lambda_forest > 0
+        parts = [self._replay(g, tau, s, forest) for g in episodes.split_by_tokens()]
         cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         # What the running buffer normalises into advantages. A group's rows share P, so the
         # split by P keeps each group consecutive and aligned to multiples of group_size.
@@ -192,7 +193,7 @@ class ReinforceLearner:
         if cfg.group_size > 1 and bool(episodes.lengths.any()):  # stage 0 merges nothing
             self._check_groups(episodes)
             signal = leave_one_out(signal, cat["valid"], cfg.group_size)
-        terms = {k: cat[k] for k in ("recon", "step", "transport", "lifter", "encoder")}
+        terms = {k: cat[k] for k in ("recon", "step", "transport", "lifter", "encoder", "forest")}
         weights = losses.Weights(
             stage.lambda_step,
             stage.lambda_transport,
@@ -201,6 +202,7 @@ class ReinforceLearner:
             sched.depth(self.step, s - 1),
             cfg.loss_power,
             stage.lambda_recon,
+            stage.lambda_forest,
         )
         htm = losses.htm_loss(terms, cat["num_tokens"], weights)
         cls_loss = torch.nn.functional.cross_entropy(cat["cls_logits"], cat["cls_labels"])
@@ -212,6 +214,7 @@ class ReinforceLearner:
             "loss/transport": terms["transport"].mean(),
             "loss/lifter_l2": terms["lifter"].mean(),
             "loss/encoder_l2": terms["encoder"].mean(),
+            "loss/forest": terms["forest"].mean(),
             "loss/classifier": cls_loss,
             "classifier/train_accuracy": cls_acc,
             "recon/mse_px": terms["recon"].mean() * self.model.token_scale**2,
@@ -264,12 +267,13 @@ class ReinforceLearner:
                 "token set (EpisodeCollector.collect_group_round)"
             )
 
-    def _replay(self, g: EpisodeBatch, tau: float, s: int) -> dict[str, Tensor]:
+    def _replay(self, g: EpisodeBatch, tau: float, s: int, forest: bool) -> dict[str, Tensor]:
         """Replay one group of episodes with gradients. Per-instance HTM terms, classifier
         logits/labels per node, and per-step log pi, entropy, validity and rewards padded
-        to ``s - 1`` steps."""
+        to ``s - 1`` steps. With ``forest``, also the mean skip-path loss of the forests
+        between the leaves and the last merge (0 where there are none)."""
         kind = self.config.policy
-        logps, ents = [], []
+        logps, ents, forests = [], [], []
 
         def head(nodes: Tensor, active: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
             # Score only the active slots: the softmax over legal pairs is unchanged, and the
@@ -291,6 +295,8 @@ class ReinforceLearner:
             )
 
         def score(state: core.MergeState, t: int, apply: Tensor) -> None:
+            if forest and t > 0:  # the forest after t merges, one more still to come
+                forests.append(core.forest_loss(self.model, state) * apply)
             inputs = (core.nodes(state).detach(), state.active, g.actions[:, t].clamp(min=0))
             if self.config.checkpoint_policy:
                 logp, ent = checkpoint(head, *inputs, use_reentrant=False)
@@ -303,6 +309,10 @@ class ReinforceLearner:
             self.model, g.tokens, g.num_tokens, g.noise, g.actions, g.lengths, before_merge=score
         )
         out = losses.htm_terms(self.model, state, step_losses, tau)
+        count = (g.lengths - 1).clamp(min=1).to(step_losses.dtype)
+        out["forest"] = (
+            torch.stack(forests, 1).sum(1) / count if forests else step_losses.new_zeros(len(g))
+        )
         out["cls_logits"], out["cls_labels"] = losses.classifier_inputs(
             self.model, state, out.pop("down")
         )

@@ -20,6 +20,7 @@ class Stage:
     lambda_lifter: float = 0.01
     lambda_encoder: float = 0.001
     lambda_recon: float = 1.0
+    lambda_forest: float = 0.0
 
     def __post_init__(self) -> None:
         if self.merges is not None and self.merges < 0:
@@ -167,6 +168,7 @@ def build_schedule(args: Any, dataset: str, max_merges: int) -> Schedule:
             "lambda_lifter",
             "lambda_encoder",
             "lambda_recon",
+            "lambda_forest",
         )
     }
     stages = tuple(
@@ -180,6 +182,7 @@ def build_schedule(args: Any, dataset: str, max_merges: int) -> Schedule:
             lambda_lifter=cols["lambda_lifter"][k],
             lambda_encoder=cols["lambda_encoder"][k],
             lambda_recon=cols["lambda_recon"][k],
+            lambda_forest=cols["lambda_forest"][k],
         )
         for k in range(n)
     )

@@ -238,3 +238,33 @@ def test_structure_and_classifier_metrics():
     assert tree_constituents(good[0], 4)[-1] == frozenset(range(4))
     rep = classifier_report(np.array([0.9, 0.2, 0.6, 0.1]), np.array([1, 0, 0, 1]))
     assert rep["accuracy"] == 0.5 and rep["false_positives"] == 1 and rep["false_negatives"] == 1
+
+
+def test_forest_loss_term_is_the_intermediate_skip_path_loss():
+    model = _model(seed=4)
+    state, _ = _fixed_tree(model)
+    # The one intermediate forest of a 3-token episode: after merge (0, 1), slots 0 and 2.
+    first, _ = core.replay(
+        model,
+        state.tokens,
+        state.num_tokens,
+        torch.zeros(1, 5, 3),
+        state.actions.new_tensor([[1, 2]]),
+        torch.tensor([1]),
+    )
+    with torch.no_grad():
+        expected = float(core.forest_loss(model, first)[0])
+    batch = EpisodeBatch(
+        tokens=state.tokens,
+        num_tokens=state.num_tokens,
+        noise=torch.zeros(1, 5, 3),
+        actions=torch.tensor([[1, 2]]),
+        rewards=torch.zeros(1, 2),
+        lengths=torch.tensor([2]),
+        terminated=torch.tensor([True]),
+    )
+    sched = Schedule((Stage(merges=None, steps=5, lambda_forest=1.0),))
+    m = ReinforceLearner(model, sched).update(batch)
+    assert m["loss/forest"] == pytest.approx(expected, rel=1e-5)
+    off = ReinforceLearner(_model(seed=4), Schedule((Stage(merges=None, steps=5),)))
+    assert off.update(batch)["loss/forest"] == 0.0  # not computed when its weight is 0

@@ -255,7 +255,7 @@ def test_trees_smoke(tmp_path):
     )
     assert (run / "checkpoint.pt").is_file()
     stored = json.loads((run / "args.json").read_text())
-    assert (stored["reward"], stored["gamma"]) == ("skip_path", 0.0)  # trees' credit, resolved
+    assert (stored["reward"], stored["token_scale"]) == ("skip_path", 8.0)  # resolved
     res = evaluate.main(
         evaluate.Args(checkpoint=str(run), num_instances=6, batch_size=4, proximity=True)
     )
