@@ -27,7 +27,8 @@ def rollout_tokens(
     noise_std: float | None = None,
     max_merges: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Merge every instance of ``data`` to the root with ``policy`` in the vector env.
+    """Merge every instance of ``data`` to the root with ``policy`` in the vector env (with
+    as many slots as ``data`` has, or the dataset's largest P if more).
 
     Returns per-instance arrays: reconstructions ``rec`` (token units), merge ``children``,
     ``lengths``, episode ``returns``, up-tree embeddings ``tree`` (n, 2S-1, E), and per-node
@@ -48,6 +49,7 @@ def rollout_tokens(
                 array_type="torch",
                 noise_std=noise_std,
                 max_merges=max_merges,
+                max_tokens=max(generator.max_tokens, data.tokens.shape[1]),
             )
         collector = EpisodeCollector(venv, seed=seed)
         eps = collector.collect_round(

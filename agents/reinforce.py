@@ -267,7 +267,9 @@ class ReinforceLearner:
                 "token set (EpisodeCollector.collect_group_round)"
             )
 
-    def _replay(self, g: EpisodeBatch, tau: float, s: int, forest: bool) -> dict[str, Tensor]:
+    def _replay(
+        self, g: EpisodeBatch, tau: float, s: int, forest: bool = False
+    ) -> dict[str, Tensor]:
         """Replay one group of episodes with gradients. Per-instance HTM terms, classifier
         logits/labels per node, and per-step log pi, entropy, validity and rewards padded
         to ``s - 1`` steps. With ``forest``, also the mean skip-path loss of the forests

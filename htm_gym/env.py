@@ -27,15 +27,15 @@ class HTMEnv(gym.Env):
     a ``torch.nn.Module`` that a learner may co-train while acting here.
 
     ## Action Space
-    ``Discrete(S * S)`` where S is the largest token count of the dataset (6 for crosses,
-    7 for trees). Action ``a`` merges slot ``i = a // S`` (left) with slot ``j = a % S``
-    (right); the merged node takes slot i and slot j becomes inactive. The pair is legal
-    when both slots are active and i != j: ``info["action_mask"]`` (int8, Gymnasium's Taxi
-    convention) and :meth:`action_masks` (sb3-contrib's) mark the legal actions. An
-    illegal action inside the space is, by default (``illegal_action="penalize"``), a no-op
-    that costs ``illegal_penalty`` and sets ``info["illegal_action"]``; with
-    ``illegal_action="raise"`` it raises ``ValueError``. An action outside the space always
-    raises ``ValueError``.
+    ``Discrete(S * S)`` where S is the slot count ``max_tokens`` (default: the largest
+    token count of the dataset, 6 for crosses, 7 for trees). Action ``a`` merges slot
+    ``i = a // S`` (left) with slot ``j = a % S`` (right); the merged node takes slot i
+    and slot j becomes inactive. The pair is legal when both slots are active and i != j:
+    ``info["action_mask"]`` (int8, Gymnasium's Taxi convention) and :meth:`action_masks`
+    (sb3-contrib's) mark the legal actions. An illegal action inside the space is, by
+    default (``illegal_action="penalize"``), a no-op that costs ``illegal_penalty`` and sets
+    ``info["illegal_action"]``; with ``illegal_action="raise"`` it raises ``ValueError``.
+    An action outside the space always raises ``ValueError``.
 
     ## Observation Space
     ``Dict(nodes=Box(-inf, inf, (S, E), float32), active=MultiBinary(S))``: the embedding
@@ -78,6 +78,9 @@ class HTMEnv(gym.Env):
       the model's own (0.01 for a fresh model). ``0`` gives noise-free inference.
     - ``max_merges``, ``illegal_action``, ``illegal_penalty``, ``step_limit``, ``reward``:
       above.
+    - ``max_tokens``: slot count S, at least the dataset's largest P; token sets of 2..S
+      tokens are accepted from ``reset(options=...)`` (models are P-agnostic, so a model
+      trained with fewer slots runs here and plays a given token set as it did there).
     - ``device``: torch device of the model's computation; observations are NumPy.
     - ``render_mode="rgb_array"``: ``render()`` draws the tokens coloured by current
       cluster, with the merge tree's steps as dashed lines when ``render_tree``.
@@ -101,6 +104,7 @@ class HTMEnv(gym.Env):
         step_limit: int | None = None,
         device: str | torch.device = "cpu",
         reward: str = "one_step",
+        max_tokens: int | None = None,
         render_mode: str | None = None,
         render_tree: bool = True,
     ) -> None:
@@ -122,6 +126,7 @@ class HTMEnv(gym.Env):
             step_limit,
             device,
             reward,
+            max_tokens,
         )
         self.generator = self.sim.generator
         self.observation_space = self.sim.observation_space()
@@ -142,7 +147,9 @@ class HTMEnv(gym.Env):
         unknown = set(options) - set(RESET_OPTIONS)
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; known: {RESET_OPTIONS}")
-        episode = draw_episode(self.generator, self.np_random, self.sim.E, options.get("tokens"))
+        episode = draw_episode(
+            self.generator, self.np_random, self.sim.E, options.get("tokens"), self.sim.S
+        )
         self.sim.reset_rows(np.zeros(1, dtype=np.int64), [episode])
         self._done = False
         return self._obs(), self._info(illegal=False)

@@ -136,6 +136,7 @@ def draw_episode(
     rng: np.random.Generator,
     embed_dim: int,
     tokens: object | None = None,
+    num_slots: int | None = None,
 ) -> Episode:
     """One episode's randomness from one stream: (generator draw or None, tokens, noise,
     order keys).
@@ -146,8 +147,11 @@ def draw_episode(
     random keys whose order shuffles the drawn tokens over the slots: the generators emit
     tokens in hierarchy order (a cross's two segments side by side), which a policy that
     sees slot positions would otherwise learn instead of the tokens' content.
+    ``num_slots`` is the env's slot count S (default: the dataset's largest P); node i's
+    noise is the same draw for any S, so a given token set plays the same episode in an
+    env of more slots.
     """
-    s = generator.max_tokens
+    s = num_slots or generator.max_tokens
     draw = None if tokens is not None else generator.draw(rng)
     given = (
         np.zeros((0, generator.token_dim), np.float32)
@@ -184,6 +188,7 @@ class MergeSim:
         num_envs: int,
         options: EnvOptions,
         noise_std: float | None = None,
+        num_slots: int | None = None,
     ) -> None:
         self.model = model
         self.noise_std = model.config.noise_std if noise_std is None else float(noise_std)
@@ -192,7 +197,7 @@ class MergeSim:
         self.generator = generator
         self.options = options
         self.num_envs = num_envs
-        self.S = generator.max_tokens
+        self.S = num_slots or generator.max_tokens
         self.E = model.embed_dim
         self.device = next(model.parameters()).device
         self.episode_steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
@@ -231,7 +236,9 @@ class MergeSim:
         zero = np.zeros(self.generator.draw_size)
         draws = np.stack([zero if e[0] is None else e[0] for e in episodes])
         tokens = self.generator.build(draws)
-        tok = shuffle_slots(tokens.tokens, tokens.num_tokens, [e[3] for e in episodes])
+        tok = np.full((n, self.S, self.generator.token_dim), np.nan, np.float32)
+        tok[:, : tokens.tokens.shape[1]] = tokens.tokens  # the dataset's P fills the first slots
+        tok = shuffle_slots(tok, tokens.num_tokens, [e[3] for e in episodes])
         num = tokens.num_tokens.copy()
         for k, (_, given, _, _) in enumerate(episodes):
             if len(given):
@@ -339,11 +346,25 @@ def make_sim(
     step_limit: int | None,
     device: str | torch.device,
     reward: str = "one_step",
+    max_tokens: int | None = None,
 ) -> MergeSim:
     """The validated dynamics behind both env faces (their shared constructor arguments)."""
     generator = build_generator(dataset, dataset_kwargs)
+    slots = check_slots(max_tokens, generator)
     model = build_model(generator, model, checkpoint, embed_dim, hidden_dim, model_seed, device)
-    options = check_options(
-        generator.max_tokens, max_merges, illegal_action, illegal_penalty, step_limit, reward
-    )
-    return MergeSim(model, generator, num_envs, options, noise_std)
+    options = check_options(slots, max_merges, illegal_action, illegal_penalty, step_limit, reward)
+    return MergeSim(model, generator, num_envs, options, noise_std, slots)
+
+
+def check_slots(max_tokens: int | None, generator: TokenGenerator) -> int:
+    """The env's slot count S: ``max_tokens``, or the dataset's largest P when None."""
+    if max_tokens is None:
+        return generator.max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)):
+        raise ValueError(f"max_tokens must be an integer or None, got {max_tokens!r}")
+    if max_tokens < generator.max_tokens:
+        raise ValueError(
+            f"max_tokens={max_tokens} is below the {generator.name!r} dataset's largest token "
+            f"count {generator.max_tokens}; pass max_tokens >= {generator.max_tokens} or None"
+        )
+    return int(max_tokens)

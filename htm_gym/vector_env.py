@@ -59,6 +59,7 @@ class HTMVectorEnv(VectorEnv):
         step_limit: int | None = None,
         device: str | torch.device = "cpu",
         reward: str = "one_step",
+        max_tokens: int | None = None,
         render_mode: str | None = None,
         render_tree: bool = True,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
@@ -89,6 +90,7 @@ class HTMVectorEnv(VectorEnv):
             step_limit,
             device,
             reward,
+            max_tokens,
         )
         self.generator = self.sim.generator
         self.num_envs = num_envs
@@ -124,7 +126,11 @@ class HTMVectorEnv(VectorEnv):
         rows = np.flatnonzero(mask)
         episodes = [
             draw_episode(
-                self.generator, self._rngs[i], self.sim.E, None if given is None else given[i]
+                self.generator,
+                self._rngs[i],
+                self.sim.E,
+                None if given is None else given[i],
+                self.sim.S,
             )
             for i in rows
         ]
@@ -145,7 +151,10 @@ class HTMVectorEnv(VectorEnv):
         reward, term, trunc, illegal = self.sim.step(acts, apply)
         rows = np.flatnonzero(resetting)
         if len(rows):
-            eps = [draw_episode(self.generator, self._rngs[i], self.sim.E) for i in rows]
+            eps = [
+                draw_episode(self.generator, self._rngs[i], self.sim.E, num_slots=self.sim.S)
+                for i in rows
+            ]
             self.sim.reset_rows(rows, eps)
         self._needs_reset = (term | trunc).cpu().numpy()
         everyone = np.ones(self.num_envs, dtype=bool)

@@ -52,7 +52,16 @@ def test_reinforce_smoke_and_evaluate(tmp_path):
     assert 0 <= res["greedy"]["recovered"] <= 1 and res["sampled"]["recon_mse"] >= 0
     first = sorted(run.glob("eval_*.json"))
     evaluate.main(evaluate.Args(checkpoint=str(run), num_instances=12, batch_size=8))
-    assert len(sorted(run.glob("eval_*.json"))) == len(first) + 1, "earlier results kept"
+    four = evaluate.main(  # more tokens than the run trained on: the env takes P = 8
+        evaluate.Args(
+            checkpoint=str(run), num_instances=4, dataset_kwargs='{"num_crosses": [4, 4]}'
+        )
+    )
+    assert list(four["greedy"]["per_p"]) == [8]
+    for bad in ('{"num_crosses": [0, 1]}', "[1]", "{oops"):
+        with pytest.raises(SystemExit, match="--dataset-kwargs"):
+            evaluate.main(evaluate.Args(checkpoint=str(run), dataset_kwargs=bad))
+    assert len(sorted(run.glob("eval_generated_12*.json"))) == 2, "earlier results kept"
     assert json.loads(first[0].read_text())["env_id"] == "HTM-Crosses-v0"
     stored = json.loads((run / "args.json").read_text())
     assert (stored["reward"], stored["gamma"]) == ("one_step", 1.0)  # crosses' credit

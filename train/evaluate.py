@@ -20,11 +20,12 @@ import numpy as np
 import torch
 import tyro
 
+import htm_gym
 from agents import checkpoint
 from agents.evaluation import evaluate
 from agents.policies import ProximityActor
 from agents.report import write_report
-from htm_gym.datasets import TokenBatch, load_token_file
+from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file, make_generator
 from htm_gym.generation import load_sampler
 
 
@@ -36,6 +37,9 @@ class Args:
     """an .npz token file (tokens, num_tokens); default: a generated test set"""
     num_instances: int = 20000
     """size of the generated test set when --tokens is not given"""
+    dataset_kwargs: str | None = None
+    """JSON of generator arguments for the generated test set, over the run's own (e.g.
+    '{"num_crosses": [4, 4]}' for images of four crosses: more tokens than training)"""
     seed: int = 12345
     device: str = "cpu"
     batch_size: int = 4096
@@ -71,19 +75,26 @@ def main(args: Args) -> dict:
         if kind == "parts" and not checkpoint.has_learned_scorer(ckpt):
             raise SystemExit("--report-sampler: a parts sampler needs a learned-policy run")
     env_id, generator = checkpoint.checkpoint_env(ckpt)
+    if args.dataset_kwargs:
+        generator = other_generator(env_id, args.dataset_kwargs, bool(args.tokens))
     if hasattr(generator, "with_split"):  # never score a split dataset on its training images
         generator = generator.with_split(args.split)
     if args.tokens:
         data = load_token_file(args.tokens)
-        if (
-            data.tokens.shape[2] != generator.token_dim
-            or data.tokens.shape[1] > generator.max_tokens
-        ):
-            raise SystemExit(f"{args.tokens}: tokens {data.tokens.shape[1:]} do not fit {env_id}")
+        if data.tokens.shape[2] != generator.token_dim:  # any P: the env takes the file's slots
+            raise SystemExit(
+                f"{args.tokens}: tokens have {data.tokens.shape[2]} values each, {env_id} "
+                f"takes {generator.token_dim}"
+            )
         name = Path(args.tokens).stem
     else:
         data = generator.sample(np.random.default_rng(args.seed), args.num_instances)
-        name = f"generated_{args.num_instances}_seed{args.seed}"
+        extra = (
+            "_" + "".join(c for c in args.dataset_kwargs if c.isalnum())
+            if args.dataset_kwargs
+            else ""
+        )
+        name = f"generated{extra}_{args.num_instances}_seed{args.seed}"
     policy = ckpt["args"]["policy"]
     max_merges = ckpt["args"].get("final_merges")  # a run trained short of the root
     results = {"env_id": env_id, "data": name, "policy": policy, "checkpoint": str(args.checkpoint)}
@@ -139,6 +150,22 @@ def main(args: Args) -> dict:
         else:
             print(f"report -> {report_dir} (generation: {gen})")
     return results
+
+
+def other_generator(env_id: str, kwargs_json: str, with_tokens: bool) -> TokenGenerator:
+    """The run's generator with some arguments replaced (checked before any work)."""
+    if with_tokens:
+        raise SystemExit("--dataset-kwargs shapes a generated test set; drop it with --tokens")
+    try:
+        extra = json.loads(kwargs_json)
+        if not isinstance(extra, dict):
+            raise ValueError("not a JSON object")
+        spec = htm_gym.ENV_IDS[env_id]
+        kwargs = {**spec.get("dataset_kwargs", {}), **extra}
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        return make_generator(spec["dataset"], **kwargs)
+    except ValueError as e:
+        raise SystemExit(f"--dataset-kwargs {kwargs_json!r}: {e}") from e
 
 
 def print_table(results: dict) -> None:
