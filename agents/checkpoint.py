@@ -90,7 +90,20 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 def checkpoint_env(ckpt: dict) -> tuple[str, TokenGenerator]:
     """The env id a checkpoint was trained on and that env's token generator."""
     env_id = ckpt.get("env_id", ckpt["args"]["env_id"])
-    return env_id, htm_gym.env_generator(env_id)
+    return env_id, run_generator(env_id, ckpt["args"])
+
+
+TOKENS_ENV_ID = "HTM-Tokens-v0"
+
+
+def run_generator(env_id: str, args: dict) -> TokenGenerator:
+    """The token generator of a training run's arguments: the env id's, or the run's token
+    file (``tokens``), split into train and held-out sets unless a ``test_tokens`` file
+    holds the test sets."""
+    if not args.get("tokens"):
+        return htm_gym.env_generator(env_id)
+    split = "all" if args.get("test_tokens") else "train"
+    return htm_gym.env_generator(TOKENS_ENV_ID, {"path": args["tokens"], "split": split})
 
 
 def has_learned_scorer(ckpt: dict) -> bool:

@@ -146,11 +146,22 @@ def per_stage(values: tuple[float, ...], n: int, name: str) -> list[float]:
     return list(values)
 
 
-def build_schedule(args: Any, dataset: str, max_merges: int) -> Schedule:
+def default_stage_steps(dataset: str, max_merges: int, min_tokens: int) -> tuple[int, ...]:
+    """Tuned curricula for the built-in datasets; for a user's token file, one merge more per
+    stage up to 4 (or the smallest set's P - 1), then a long to-root stage."""
+    if dataset in DEFAULT_STAGE_STEPS:
+        return DEFAULT_STAGE_STEPS[dataset]
+    if dataset == "tokens":
+        few = max(0, min(4, min_tokens - 1, max_merges - 1))
+        return (100,) + (300,) * few + (2000,)
+    return (100,) * (max_merges + 1)
+
+
+def build_schedule(args: Any, dataset: str, max_merges: int, min_tokens: int = 2) -> Schedule:
     """The curriculum of ``train/reinforce.py``'s arguments (``args``: its ``Args``)."""
     if not 0 < args.lr_end <= 1:
         raise ValueError(f"--lr-end must be in (0, 1], got {args.lr_end}")
-    steps = args.stage_steps or DEFAULT_STAGE_STEPS.get(dataset, (100,) * (max_merges + 1))
+    steps = args.stage_steps or default_stage_steps(dataset, max_merges, min_tokens)
     n = len(steps)
     if n > max_merges + 1:
         raise ValueError(f"--stage-steps has {n} stages; {dataset} allows at most {max_merges + 1}")

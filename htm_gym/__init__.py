@@ -1,7 +1,8 @@
 """htm-gym: Hierarchical Token Merging as Gymnasium environments.
 
-Importing the package registers ``HTM-Crosses-v0`` and ``HTM-Trees-v0`` (single env
-``HTMEnv`` and native vector env ``HTMVectorEnv`` via ``vector_entry_point``).
+Importing the package registers the ids of ``ENV_IDS`` (``HTM-Crosses-v0``, ``HTM-Trees-v0``,
+... and ``HTM-Tokens-v0`` for a user's token file), each with the single env ``HTMEnv`` and the
+native vector env ``HTMVectorEnv`` via ``vector_entry_point``.
 """
 
 from __future__ import annotations
@@ -22,15 +23,20 @@ ENV_IDS: dict[str, dict] = {
     "HTM-TreesJittered-v0": {"dataset": "trees", "dataset_kwargs": {"variant": "jittered"}},
     "HTM-Digits-v0": {"dataset": "digits"},
     "HTM-Digits16-v0": {"dataset": "digits16"},
+    # Your own token sets: gym.make("HTM-Tokens-v0", dataset_kwargs={"path": "sets.npz"}).
+    "HTM-Tokens-v0": {"dataset": "tokens"},
 }
 
 
-def env_generator(env_id: str) -> TokenGenerator:
-    """The token generator behind a registered env id (its dataset and dataset kwargs)."""
+def env_generator(env_id: str, dataset_kwargs: dict | None = None) -> TokenGenerator:
+    """The token generator behind a registered env id (its dataset and dataset kwargs, with
+    ``dataset_kwargs`` over them: ``HTM-Tokens-v0`` needs ``{"path": ...}``)."""
     if env_id not in ENV_IDS:
         raise ValueError(f"unknown env id {env_id!r}; registered: {sorted(ENV_IDS)}")
     spec = ENV_IDS[env_id]
-    return build_generator(spec["dataset"], spec.get("dataset_kwargs"))
+    return build_generator(
+        spec["dataset"], {**spec.get("dataset_kwargs", {}), **(dataset_kwargs or {})}
+    )
 
 
 for _env_id, _kwargs in ENV_IDS.items():

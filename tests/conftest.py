@@ -1,10 +1,22 @@
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "reference-data"
+
+
+def load_script(name: str):
+    """A script of ``train/`` as a module (tests call its ``main`` with typed ``Args``)."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # tyro and dataclasses resolve types through it
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +34,21 @@ def sb3_logdir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
         yield
+
+
+@pytest.fixture(scope="session")
+def tokens_file(tmp_path_factory) -> Path:
+    """A small user token file: 40 sets of 3 clusters of 2-4 points (P = 6..12, zero-padded),
+    with the cluster of each token position as ``groups``."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, s = 40, 12
+    tokens = np.zeros((n, s, 2), np.float32)
+    num = rng.integers(6, s + 1, n)
+    for i in range(n):
+        centres = rng.uniform(0, 100, (3, 2))
+        tokens[i, : num[i]] = centres[np.arange(num[i]) // 4] + rng.normal(0, 1, (num[i], 2))
+    path = tmp_path_factory.mktemp("tokens") / "sets.npz"
+    np.savez(path, tokens=tokens, num_tokens=num, groups=np.arange(s) // 4)
+    return path

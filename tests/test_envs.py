@@ -19,6 +19,18 @@ IDS = list(htm_gym.ENV_IDS)
 SMALL = {"hidden_dim": 32}
 
 
+@pytest.fixture
+def small(tokens_file):
+    """Small-model env kwargs per id; the token-file env reads the session's token file."""
+
+    def kwargs(env_id: str) -> dict:
+        if env_id == "HTM-Tokens-v0":
+            return {**SMALL, "dataset_kwargs": {"path": str(tokens_file)}}
+        return SMALL
+
+    return kwargs
+
+
 def _legal(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random legal action per row (0 where a row has none: it is being autoreset)."""
     mask = np.atleast_2d(mask)
@@ -31,16 +43,16 @@ def _legal(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 @pytest.mark.parametrize("env_id", IDS)
-def test_gymnasium_and_sb3_checkers(env_id):
+def test_gymnasium_and_sb3_checkers(env_id, small):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unbounded Box / 2-D obs recommendations
-        check_env(gym.make(env_id, **SMALL).unwrapped, skip_render_check=False)
-        sb3_check_env(gym.make(env_id, **SMALL))
+        check_env(gym.make(env_id, **small(env_id)).unwrapped, skip_render_check=False)
+        sb3_check_env(gym.make(env_id, **small(env_id)))
 
 
 @pytest.mark.parametrize("env_id", IDS)
-def test_episode_reaches_root(env_id):
-    env = gym.make(env_id, **SMALL)
+def test_episode_reaches_root(env_id, small):
+    env = gym.make(env_id, **small(env_id))
     obs, info = env.reset(seed=0)
     p = info["num_tokens"]
     assert obs["active"].sum() == p
@@ -57,9 +69,9 @@ def test_episode_reaches_root(env_id):
 
 
 @pytest.mark.parametrize("env_id", IDS)
-def test_seeded_determinism(env_id):
+def test_seeded_determinism(env_id, small):
     def run(seed):
-        env = gym.make(env_id, **SMALL)
+        env = gym.make(env_id, **small(env_id))
         obs, info = env.reset(seed=seed)
         rng = np.random.default_rng(seed)
         trace = [obs["nodes"].copy()]
@@ -95,9 +107,11 @@ def _compare(venv, sync, steps, seed):
 
 
 @pytest.mark.parametrize("env_id", IDS)
-def test_vector_env_equals_sync_vector_env(env_id):
-    kwargs = {**htm_gym.ENV_IDS[env_id], **SMALL}
-    venv = gym.make_vec(env_id, num_envs=5, vectorization_mode="vector_entry_point", **SMALL)
+def test_vector_env_equals_sync_vector_env(env_id, small):
+    kwargs = {**htm_gym.ENV_IDS[env_id], **small(env_id)}
+    venv = gym.make_vec(
+        env_id, num_envs=5, vectorization_mode="vector_entry_point", **small(env_id)
+    )
     assert isinstance(venv.unwrapped, HTMVectorEnv)
     sync = make_sync_reference(5, **kwargs)
     assert venv.observation_space == sync.observation_space

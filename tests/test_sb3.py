@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import load_script
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper
 
@@ -12,9 +13,8 @@ from agents.sb3 import make_algo, make_vec_env
 from agents.sb3_vec_env import HTMSB3VecEnv
 from htm_gym.env import HTMEnv
 from htm_gym.vector_env import HTMVectorEnv
-from tests.test_scripts import _script
 
-sb3_script = _script("sb3")
+sb3_script = load_script("sb3")
 
 
 def _native(n=6, **kw):
@@ -106,11 +106,13 @@ def test_maskable_ppo_never_takes_a_masked_action():
 
 @pytest.mark.parametrize("env_id", sorted(htm_gym.ENV_IDS))
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn", "maskable_ppo"])
-def test_every_algo_trains_on_every_env(tmp_path, env_id, algo):
+def test_every_algo_trains_on_every_env(tmp_path, env_id, algo, tokens_file):
+    tokens = str(tokens_file) if env_id == "HTM-Tokens-v0" else None
     res = sb3_script.main(
         sb3_script.Args(
             algo=algo,
             env_id=env_id,
+            tokens=tokens,
             total_timesteps=300,
             num_envs=16,
             eval_instances=16,
@@ -136,7 +138,7 @@ def test_dummy_route_and_errors(tmp_path):
 def test_compare_smoke(tmp_path, reference_dir):
     from htm_gym.datasets import load_token_file
 
-    compare = _script("compare")
+    compare = load_script("compare")
     ref = load_token_file(str(reference_dir / "crosses_test_20000.npz"))
     small = tmp_path / "crosses_small.npz"
     np.savez(small, tokens=ref.tokens[:64], num_tokens=ref.num_tokens[:64])
@@ -167,6 +169,6 @@ def test_compare_smoke(tmp_path, reference_dir):
 
 
 def test_bench_sb3_smoke():
-    bench = _script("bench_sb3")
+    bench = load_script("bench_sb3")
     out = bench.main(bench.Args(algos=("maskable_ppo",), num_envs=8, total_timesteps=256))
     assert out["maskable_ppo"]["native"] > 0 and out["maskable_ppo"]["dummy"] > 0

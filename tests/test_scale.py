@@ -105,9 +105,9 @@ def test_checkpointed_policy_replay_gives_the_same_gradients():
 
 
 def test_bench_scaling_smoke(tmp_path):
-    from tests.test_scripts import _script
+    from conftest import load_script
 
-    bench = _script("bench_scaling")
+    bench = load_script("bench_scaling")
     res = bench.main(
         bench.Args(
             sizes=(4, 8), batch=4, hidden_dim=16, output=str(tmp_path / "b.json"), isolate=False

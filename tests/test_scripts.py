@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-reinforce = _script("reinforce")
-evaluate = _script("evaluate")
-generate = _script("generate")
+reinforce = load_script("reinforce")
+evaluate = load_script("evaluate")
+generate = load_script("generate")
 
 
 def _args(tmp_path, **kw):

@@ -25,7 +25,13 @@ from agents import checkpoint
 from agents.evaluation import evaluate
 from agents.policies import ProximityActor
 from agents.report import write_report
-from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file, make_generator
+from htm_gym.datasets import (
+    TokenBatch,
+    TokenFileGenerator,
+    TokenGenerator,
+    load_token_file,
+    make_generator,
+)
 from htm_gym.generation import load_sampler
 
 
@@ -75,26 +81,7 @@ def main(args: Args) -> dict:
         if kind == "parts" and not checkpoint.has_learned_scorer(ckpt):
             raise SystemExit("--report-sampler: a parts sampler needs a learned-policy run")
     env_id, generator = checkpoint.checkpoint_env(ckpt)
-    if args.dataset_kwargs:
-        generator = other_generator(env_id, args.dataset_kwargs, bool(args.tokens))
-    if hasattr(generator, "with_split"):  # never score a split dataset on its training images
-        generator = generator.with_split(args.split)
-    if args.tokens:
-        data = load_token_file(args.tokens)
-        if data.tokens.shape[2] != generator.token_dim:  # any P: the env takes the file's slots
-            raise SystemExit(
-                f"{args.tokens}: tokens have {data.tokens.shape[2]} values each, {env_id} "
-                f"takes {generator.token_dim}"
-            )
-        name = Path(args.tokens).stem
-    else:
-        data = generator.sample(np.random.default_rng(args.seed), args.num_instances)
-        extra = (
-            "_" + "".join(c for c in args.dataset_kwargs if c.isalnum())
-            if args.dataset_kwargs
-            else ""
-        )
-        name = f"generated{extra}_{args.num_instances}_seed{args.seed}"
+    generator, data, name = test_data(args, ckpt, env_id, generator)
     policy = ckpt["args"]["policy"]
     max_merges = ckpt["args"].get("final_merges")  # a run trained short of the root
     results = {"env_id": env_id, "data": name, "policy": policy, "checkpoint": str(args.checkpoint)}
@@ -152,6 +139,42 @@ def main(args: Args) -> dict:
     return results
 
 
+def test_data(
+    args: Args, ckpt: dict, env_id: str, generator: TokenGenerator
+) -> tuple[TokenGenerator, TokenBatch, str]:
+    """What to evaluate on: --tokens, a token-file run's held-out sets, or a generated set
+    (of the run's generator, or with --dataset-kwargs over its arguments)."""
+    if args.dataset_kwargs:
+        generator = other_generator(env_id, args.dataset_kwargs, bool(args.tokens))
+    test_file = args.tokens or ckpt["args"].get("test_tokens")
+    if hasattr(generator, "with_split") and not test_file:  # never score training images
+        generator = generator.with_split(args.split)
+    if test_file:
+        try:
+            data = load_token_file(test_file)
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
+        if data.tokens.shape[2] != generator.token_dim:  # any P: the env takes the file's slots
+            raise SystemExit(
+                f"{test_file}: tokens have {data.tokens.shape[2]} values each, {env_id} "
+                f"takes {generator.token_dim}"
+            )
+        return generator, data, Path(test_file).stem
+    if isinstance(generator, TokenFileGenerator):  # the run's held-out sets, each once
+        return (
+            generator,
+            generator.subset(),
+            f"{Path(generator.path or 'tokens').stem}_{args.split}",
+        )
+    data = generator.sample(np.random.default_rng(args.seed), args.num_instances)
+    extra = "".join(c for c in args.dataset_kwargs or "" if c.isalnum())
+    return (
+        generator,
+        data,
+        f"generated{'_' + extra if extra else ''}_{args.num_instances}_seed{args.seed}",
+    )
+
+
 def other_generator(env_id: str, kwargs_json: str, with_tokens: bool) -> TokenGenerator:
     """The run's generator with some arguments replaced (checked before any work)."""
     if with_tokens:
@@ -169,7 +192,14 @@ def other_generator(env_id: str, kwargs_json: str, with_tokens: bool) -> TokenGe
 
 
 def print_table(results: dict) -> None:
-    structure = "exact cross pairing" if "Crosses" in results["env_id"] else "subtree recovery"
+    env = results["env_id"]
+    structure = (
+        "exact cross pairing"
+        if "Crosses" in env
+        else "subtree recovery"
+        if "Trees" in env
+        else "constituent recovery"
+    )
     print(f"{results['env_id']} on {results['data']} ({results['policy']} policy)")
     print(f"{'metric':<34}{'greedy':>12}{'sampled':>12}{'greedy, no noise':>18}")
     g, s = results["greedy"], results["sampled"]

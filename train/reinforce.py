@@ -28,6 +28,7 @@ from agents.policies import Actor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
 from agents.rollout import EpisodeCollector
 from agents.schedules import build_schedule
+from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
 from htm_gym.nets import HTMConfig, make_model
 from htm_gym.render import policy_diagram, reconstruction_figure
 from htm_gym.sim import default_embed_dim, default_token_scale
@@ -38,6 +39,13 @@ from htm_gym.vector_env import HTMVectorEnv
 class Args:
     env_id: str = "HTM-Crosses-v0"
     """registered HTM env id"""
+    tokens: str | None = None
+    """train on your own token sets: an .npz in the reference layout (tokens (N, P_max, T)
+    NaN- or zero-padded, num_tokens (N,), optional groups (P_max,) ground-truth labels per
+    token position); the env is HTM-Tokens-v0 and a tenth of the sets is held out unless
+    --test-tokens is given"""
+    test_tokens: str | None = None
+    """held-out token sets for evaluation, same layout and token width as --tokens"""
     policy: Literal["learned", "heuristic", "random"] = "learned"
     """merge policy: policy network (REINFORCE), minus one-step loss, or uniform"""
     agent: str | None = None
@@ -179,6 +187,30 @@ LEGACY_DEFAULTS = {
 DEFAULT_REWARD = {"trees": "skip_path"}
 
 
+def training_data(args: Args) -> tuple[TokenGenerator, TokenBatch | None]:
+    """The run's generator and, for a token file, its held-out sets (checked before any
+    side effect)."""
+    if not args.tokens:
+        if args.test_tokens:
+            raise SystemExit("--test-tokens needs --tokens (the training sets)")
+        return htm_gym.env_generator(args.env_id), None
+    if args.env_id not in (Args.env_id, checkpoint.TOKENS_ENV_ID):
+        raise SystemExit(f"--tokens trains on HTM-Tokens-v0; drop --env-id {args.env_id}")
+    try:
+        generator = checkpoint.run_generator(checkpoint.TOKENS_ENV_ID, asdict(args))
+        if not args.test_tokens:
+            return generator, generator.with_split("test").subset()
+        test = load_token_file(args.test_tokens)
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
+    if test.tokens.shape[2] != generator.token_dim:
+        raise SystemExit(
+            f"--test-tokens has {test.tokens.shape[2]} values per token, --tokens "
+            f"{generator.token_dim}: both files need the same token width"
+        )
+    return generator, test
+
+
 def main(args: Args) -> Path:
     resume = checkpoint.load(args.resume) if args.resume else None
     if resume is not None:
@@ -203,7 +235,9 @@ def main(args: Args) -> Path:
             f"--group-size must be a positive divisor of --num-envs ({args.num_envs}), "
             f"got {args.group_size}"
         )
-    generator = htm_gym.env_generator(args.env_id)
+    generator, held_out = training_data(args)
+    if args.tokens:
+        args = replace(args, env_id=checkpoint.TOKENS_ENV_ID)
     max_merges = generator.max_tokens - 1
     # Stored resolved, so a later change of a dataset default cannot alter a resumed run.
     args = replace(
@@ -213,7 +247,7 @@ def main(args: Args) -> Path:
         reward=args.reward or DEFAULT_REWARD.get(generator.name, "one_step"),
     )
     try:
-        schedule = build_schedule(args, generator.name, max_merges)
+        schedule = build_schedule(args, generator.name, max_merges, generator.min_tokens)
     except ValueError as e:
         raise SystemExit(str(e)) from e
     config = HTMConfig(
@@ -266,7 +300,12 @@ def main(args: Args) -> Path:
     if resume is None:
         table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    val = generator.sample(np.random.default_rng([args.seed, 2**31 - 1]), args.eval_instances)
+    if held_out is not None:  # a token file: validate on held-out sets, never training ones
+        val = TokenBatch(
+            held_out.tokens[: args.eval_instances], held_out.num_tokens[: args.eval_instances]
+        )
+    else:
+        val = generator.sample(np.random.default_rng([args.seed, 2**31 - 1]), args.eval_instances)
     shown = generator.sample(np.random.default_rng([args.seed, 2**31 - 2]), 8)
 
     total, skips, venv, stage_idx = schedule.total_steps, 0, None, -1

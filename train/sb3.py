@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +33,8 @@ from htm_gym.datasets import load_token_file
 class Args:
     algo: Literal["ppo", "a2c", "dqn", "maskable_ppo"] = "maskable_ppo"
     env_id: str = "HTM-Crosses-v0"
+    tokens: str | None = None
+    """your own token sets (.npz in the reference layout): the env is HTM-Tokens-v0"""
     model_checkpoint: str | None = None
     """run directory or checkpoint whose HTM networks make the rewards (frozen); default: a
     fresh seeded model"""
@@ -60,8 +62,14 @@ def main(args: Args) -> dict:
         torch.set_num_threads(args.threads)
     if args.total_timesteps < 1 or args.num_envs < 1:
         raise SystemExit("--total-timesteps and --num-envs must be positive")
+    if args.tokens:
+        args = replace(args, env_id=checkpoint.TOKENS_ENV_ID)
+    dataset_kwargs = {"path": args.tokens} if args.tokens else None
     try:
-        kw = env_kwargs(args.env_id, args.model_checkpoint, args.step_limit)
+        kw = env_kwargs(args.env_id, args.model_checkpoint, args.step_limit, dataset_kwargs)
+        generator = htm_gym.env_generator(args.env_id, dataset_kwargs)
+        # Loaded before training, so a bad file fails in a second, not after the run.
+        data = load_token_file(args.eval_tokens) if args.eval_tokens else None
     except ValueError as e:
         raise SystemExit(str(e)) from e
     run_dir = checkpoint.new_run_dir(
@@ -76,10 +84,7 @@ def main(args: Args) -> dict:
     seconds = time.perf_counter() - start
     agent.save(run_dir / "model.zip")
 
-    generator = htm_gym.env_generator(args.env_id)
-    if args.eval_tokens:
-        data = load_token_file(args.eval_tokens)
-    else:
+    if data is None:
         data = generator.sample(np.random.default_rng(args.eval_seed), args.eval_instances)
     result = evaluate(frozen_model(venv), generator, data, SB3Actor(agent), seed=args.eval_seed)
     result |= {

@@ -12,6 +12,7 @@ from htm_gym.datasets.base import (
 )
 from htm_gym.datasets.crosses import CrossesGenerator
 from htm_gym.datasets.digits import Digits16Generator, DigitsGenerator
+from htm_gym.datasets.tokenfile import TokenFileGenerator
 from htm_gym.datasets.trees import TreesGenerator
 
 GENERATORS: dict[str, type[TokenGenerator]] = {
@@ -19,6 +20,7 @@ GENERATORS: dict[str, type[TokenGenerator]] = {
     "trees": TreesGenerator,
     "digits": DigitsGenerator,
     "digits16": Digits16Generator,
+    "tokens": TokenFileGenerator,
 }
 
 
@@ -38,6 +40,7 @@ __all__ = [
     "Digits16Generator",
     "DigitsGenerator",
     "TokenBatch",
+    "TokenFileGenerator",
     "TokenGenerator",
     "TreesGenerator",
     "load_token_file",

@@ -117,13 +117,27 @@ def load_token_file(path: str) -> TokenBatch:
             arrays = {k: np.asarray(data[k]) for k in data.files}
     except (OSError, EOFError, ValueError) as e:  # missing, truncated, not npz, pickled
         raise ValueError(f"{path}: not a readable .npz token file ({e})") from e
+    return token_batch(arrays, str(path))
+
+
+def token_batch(arrays: dict[str, np.ndarray], path: str) -> TokenBatch:
+    """Check ``tokens`` and ``num_tokens`` arrays (named ``path`` in errors) and return them
+    as a NaN-padded batch."""
     missing = {"tokens", "num_tokens"} - set(arrays)
     if missing:
         raise ValueError(
             f"{path}: token file lacks array(s) {sorted(missing)}; has {sorted(arrays)}"
         )
-    tokens = arrays["tokens"].astype(np.float32)
-    num = arrays["num_tokens"].astype(np.int64)
+    if not np.issubdtype(np.asarray(arrays["tokens"]).dtype, np.number):
+        raise ValueError(
+            f"{path}: tokens must be numbers, got {np.asarray(arrays['tokens']).dtype}"
+        )
+    tokens = np.asarray(arrays["tokens"]).astype(np.float32)
+    num = np.asarray(arrays["num_tokens"])
+    whole = np.issubdtype(num.dtype, np.integer) or np.all(np.isfinite(num) & (num == num // 1))
+    if not whole:
+        raise ValueError(f"{path}: num_tokens must be whole numbers, got {num.dtype} values")
+    num = num.astype(np.int64)
     if tokens.ndim != 3 or num.shape != tokens.shape[:1]:
         raise ValueError(
             f"{path}: expected tokens (n, S, T) and num_tokens (n,), got {tokens.shape} and "
