@@ -302,3 +302,14 @@ def test_repeated_non_finite_updates_stop_the_run(tmp_path, monkeypatch):
             )
         )
     assert len(seeds) == 3 and len(set(seeds)) == 3, "each retry draws fresh episodes"
+
+
+def test_draw_trees_smoke(tmp_path):
+    draw = load_script("draw_trees")
+    run = reinforce.main(_args(tmp_path, run_name="draw", eval_every=0, image_every=0))
+    out = tmp_path / "trees.png"
+    assert draw.main(draw.Args(checkpoint=str(run), output=str(out), num=2)) == out
+    again = draw.main(draw.Args(checkpoint=str(run), output=str(out), num=2))
+    assert again != out and out.is_file(), "an existing picture is never overwritten"
+    with pytest.raises(SystemExit, match="--num"):
+        draw.main(draw.Args(checkpoint=str(run), num=0))
