@@ -73,7 +73,7 @@ class HTMEnv(gym.Env):
       ``{"variant": "wide"}``).
     - ``model`` (an :class:`~htm_gym.nets.HTMModel`, shared, not copied) or ``checkpoint``
       (a path); otherwise a fresh model from ``model_seed`` with ``embed_dim`` (48 for
-      crosses, 7 for trees), ``hidden_dim`` and the dataset's default token scale.
+      crosses, 32 for trees), ``hidden_dim`` and the dataset's default token scale.
     - ``noise_std``: std of the Gaussian noise added to every node on creation; default
       the model's own (0.01 for a fresh model). ``0`` gives noise-free inference.
     - ``max_merges``, ``illegal_action``, ``illegal_penalty``, ``step_limit``, ``reward``:

@@ -27,10 +27,12 @@ ILLEGAL_MODES = ("penalize", "raise")
 # (the skip-generative path of the hierarchical-VAE-with-RL paper, section 3): a merge that
 # destroys information about any token pays for it at once, in token space.
 REWARDS = ("one_step", "skip_path")
-# Trees: the report's 7 (3 positions plus a level flag). Crosses: the report's 18 (three
-# crosses of 6 numbers) left a 6-cross root too little room beside the node noise; 32 cut
-# the noise-free reconstruction error of P = 6 by 3-4x, 48 by another 3x (README, runs m_*).
-DEFAULT_EMBED_DIM = {"crosses": 48, "trees": 7}
+# Crosses: the report's 18 (three crosses of 6 numbers) left a 6-cross root too little room
+# beside the node noise; 32 cut the noise-free reconstruction error of P = 6 by 3-4x, 48 by
+# another 3x (README, runs m_*). Trees: the report's 7 (3 positions plus a level flag) gave
+# 12.7 px^2 on the reference set, 16 gave 2.05 and 32 gave 0.94 at the same budget
+# (docs/trees.md). Both are about twice the numbers in their largest token set.
+DEFAULT_EMBED_DIM = {"crosses": 48, "trees": 32}
 # Tokens are divided by this inside the model (default: the dataset's unit-range scale).
 # The node noise is fixed (sigma = 0.01), so a smaller scale makes embeddings larger
 # against it: for crosses 8 px rather than 64 halved the reconstruction error with noise
@@ -40,6 +42,8 @@ DEFAULT_TOKEN_SCALE = {"crosses": 8.0, "trees": 8.0}
 
 
 def default_embed_dim(generator: TokenGenerator) -> int:
+    if generator.name == "tokens":  # a user's file: room for twice its largest set's numbers
+        return min(2 * generator.max_tokens * generator.token_dim, 128)
     return DEFAULT_EMBED_DIM.get(generator.name, 16)
 
 

@@ -62,6 +62,7 @@ def test_train_on_a_token_file_then_evaluate(tmp_path, tokens_file):
     run = reinforce.main(reinforce.Args(**common, run_name="mine"))
     stored = json.loads((run / "args.json").read_text())
     assert stored["env_id"] == "HTM-Tokens-v0" and stored["tokens"] == str(tokens_file)
+    assert stored["embed_dim"] == 2 * 12 * 2  # twice the numbers of the largest set
     res = evaluate.main(evaluate.Args(checkpoint=str(run), proximity=True))
     assert res["data"] == "sets_test" and res["greedy"]["instances"] == 4  # held out
     assert res["proximity"]["recovered"] == 1.0  # clusters 100 px apart, points 1 px

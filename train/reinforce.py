@@ -78,7 +78,8 @@ class Args:
     """each stage's learning rate decays exponentially to lr * lr_end by its last update"""
     lr_floor: float = 2e-5
     embed_dim: int | None = None
-    """embedding width (default: 48 crosses, 7 trees)"""
+    """embedding width (default: 48 crosses, 32 trees; for a token file twice the numbers in
+    its largest set, at most 128)"""
     hidden_dim: int = 256
     policy_hidden_dim: int = 64
     policy_kind: Literal["mlp", "bilinear"] = "mlp"
