@@ -131,7 +131,7 @@ class Schedule:
 
 # Per-stage update counts, stage k making k merges and the last merging to the root.
 # Most updates go to the to-root stage: reconstruction keeps improving there while the policy
-# has long settled (crosses, runs exp1-exp11 in the README's notes).
+# has long settled (crosses, runs exp1-exp11 in docs/crosses.md).
 DEFAULT_STAGE_STEPS = {
     "crosses": (200, 400, 400, 500, 500, 6000),
     # Trees: the 32-wide model keeps improving through a long to-root stage (pooled

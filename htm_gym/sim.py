@@ -29,15 +29,15 @@ ILLEGAL_MODES = ("penalize", "raise")
 REWARDS = ("one_step", "skip_path")
 # Crosses: the report's 18 (three crosses of 6 numbers) left a 6-cross root too little room
 # beside the node noise; 32 cut the noise-free reconstruction error of P = 6 by 3-4x, 48 by
-# another 3x (README, runs m_*). Trees: the report's 7 (3 positions plus a level flag) gave
+# another 3x (docs/crosses.md, runs m_*). Trees: the report's 7 (3 positions plus a level flag) gave
 # 12.7 px^2 on the reference set, 16 gave 2.05 and 32 gave 0.94 at the same budget
 # (docs/trees.md). Both are about twice the numbers in their largest token set.
 DEFAULT_EMBED_DIM = {"crosses": 48, "trees": 32}
 # Tokens are divided by this inside the model (default: the dataset's unit-range scale).
 # The node noise is fixed (sigma = 0.01), so a smaller scale makes embeddings larger
 # against it: for crosses 8 px rather than 64 halved the reconstruction error with noise
-# on, while the noise still shapes the policy's reward (README, tuning runs m_*). Trees: 8 px
-# rather than 128 cut the reference MSE from 50.5 to 44.8 px^2 (docs/trees.md, tA_ts8).
+# on, while the noise still shapes the policy's reward (docs/crosses.md, tuning runs m_*).
+# Trees: 8 px rather than 128 cut the reference MSE from 50.5 to 44.8 px^2 (docs/trees.md).
 DEFAULT_TOKEN_SCALE = {"crosses": 8.0, "trees": 8.0}
 
 

@@ -1,4 +1,4 @@
-"""Every learner on a fixed budget and seed set: the README's comparison table.
+"""Every learner on a fixed budget and seed set: the comparison table of docs/learners.md.
 
     python train/compare.py                       # 3 seeds, both envs, 2 worker processes
 
