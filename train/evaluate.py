@@ -150,15 +150,10 @@ def test_data(
     if hasattr(generator, "with_split") and not test_file:  # never score training images
         generator = generator.with_split(args.split)
     if test_file:
-        try:
-            data = load_token_file(test_file)
+        try:  # any P: the env takes the file's slots
+            data = load_token_file(test_file, generator.token_dim)
         except ValueError as e:
             raise SystemExit(str(e)) from e
-        if data.tokens.shape[2] != generator.token_dim:  # any P: the env takes the file's slots
-            raise SystemExit(
-                f"{test_file}: tokens have {data.tokens.shape[2]} values each, {env_id} "
-                f"takes {generator.token_dim}"
-            )
         return generator, data, Path(test_file).stem
     if isinstance(generator, TokenFileGenerator):  # the run's held-out sets, each once
         return (

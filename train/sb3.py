@@ -69,7 +69,7 @@ def main(args: Args) -> dict:
         kw = env_kwargs(args.env_id, args.model_checkpoint, args.step_limit, dataset_kwargs)
         generator = htm_gym.env_generator(args.env_id, dataset_kwargs)
         # Loaded before training, so a bad file fails in a second, not after the run.
-        data = load_token_file(args.eval_tokens) if args.eval_tokens else None
+        data = load_token_file(args.eval_tokens, generator.token_dim) if args.eval_tokens else None
     except ValueError as e:
         raise SystemExit(str(e)) from e
     run_dir = checkpoint.new_run_dir(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -107,17 +108,28 @@ def validate_tokens(tokens: object, token_dim: int, max_tokens: int) -> np.ndarr
     return arr
 
 
-def load_token_file(path: str) -> TokenBatch:
-    """Load token sets from an ``.npz`` with ``tokens`` (n, S, T) and ``num_tokens`` (n,).
+def load_token_file(path: str, token_dim: int | None = None) -> TokenBatch:
+    """Load token sets from an ``.npz`` with ``tokens`` (n, S, T) and ``num_tokens`` (n,),
+    with T checked against ``token_dim`` when given.
 
     This is the layout of the reference test sets; padding rows may be NaN or anything.
     """
+    data = token_batch(read_arrays(path), str(path))
+    if token_dim is not None and data.tokens.shape[2] != token_dim:
+        raise ValueError(
+            f"{path}: tokens have {data.tokens.shape[2]} values each, the run's have "
+            f"{token_dim} (both need the same token width)"
+        )
+    return data
+
+
+def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``, or one ValueError naming the file."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k]) for k in data.files}
+            return {k: np.asarray(data[k]) for k in data.files}
     except (OSError, EOFError, ValueError) as e:  # missing, truncated, not npz, pickled
         raise ValueError(f"{path}: not a readable .npz token file ({e})") from e
-    return token_batch(arrays, str(path))
 
 
 def token_batch(arrays: dict[str, np.ndarray], path: str) -> TokenBatch:

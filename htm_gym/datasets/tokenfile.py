@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 
-from htm_gym.datasets.base import TokenBatch, TokenGenerator, load_token_file, token_batch
+from htm_gym.datasets.base import TokenBatch, TokenGenerator, read_arrays, token_batch
 
 SPLITS = ("train", "test", "all")
 
@@ -51,23 +52,21 @@ class TokenFileGenerator(TokenGenerator):
                 "tokens= and num_tokens= arrays, not both)"
             )
         if path is not None:
-            data, groups = load_token_file(str(path)), _groups(path)
+            arrays = read_arrays(path)
+            groups = arrays.get("groups", groups)
         elif num_tokens is None:
             raise ValueError("tokens need num_tokens (N,) beside them")
         else:
-            data = token_batch({"tokens": tokens, "num_tokens": num_tokens}, "tokens")
+            arrays = {"tokens": tokens, "num_tokens": num_tokens}
+        data = token_batch(arrays, str(path or "tokens"))
         self.path = None if path is None else str(path)
         self.split, self.test_fraction = split, test_fraction
-        self.data, self.groups = data, None if groups is None else np.asarray(groups)
-        n, s, t = data.tokens.shape
+        self.data = data
+        self.groups = None if groups is None else np.asarray(groups).astype(np.int64)
+        _, s, t = data.tokens.shape
         if self.groups is not None and self.groups.shape != (s,):
             raise ValueError(f"groups must have shape ({s},) (one label per token position)")
-        order = np.random.default_rng(0).permutation(n)
-        n_test = max(1, round(test_fraction * n)) if split != "all" else 0
-        if split != "all" and n - n_test < 1:
-            raise ValueError(f"{n} token sets are too few to hold out {test_fraction:.0%}")
-        chosen = {"test": order[:n_test], "train": order[n_test:], "all": order}[split]
-        self.indices = np.sort(chosen)
+        self.indices = self._split_indices(split)
         self.token_dim = t
         self.max_tokens = int(data.num_tokens.max())
         self.min_tokens = int(data.num_tokens.min())
@@ -76,21 +75,31 @@ class TokenFileGenerator(TokenGenerator):
         self.token_scale = float(max(real.std(), 1e-6))
         self.image_size = float(max(np.abs(real[:, :2]).max(), 1e-6))
 
+    def _split_indices(self, split: str) -> np.ndarray:
+        """Sorted indices of ``split`` under the fixed permutation (seed 0)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        n = len(self.data)
+        order = np.random.default_rng(0).permutation(n)
+        if split == "all":
+            return np.sort(order)
+        n_test = max(1, round(self.test_fraction * n))
+        if n - n_test < 1:
+            raise ValueError(f"{n} token sets are too few to hold out {self.test_fraction:.0%}")
+        return np.sort(order[:n_test] if split == "test" else order[n_test:])
+
     def with_split(self, split: str) -> TokenFileGenerator:
         """The same sets and normalisation, drawing from another split."""
-        other = TokenFileGenerator(
-            tokens=self.data.tokens,
-            num_tokens=self.data.num_tokens,
-            groups=self.groups,
-            split=split,
-            test_fraction=self.test_fraction,
-        )
-        other.path = self.path
+        other = copy.copy(self)  # shares the checked arrays; only the indices differ
+        other.split, other.indices = split, self._split_indices(split)
         return other
 
     def subset(self) -> TokenBatch:
         """Every set of this split, in file order (the held-out set of an evaluation)."""
-        return self.build((np.arange(len(self.indices)) + 0.5)[:, None] / len(self.indices))
+        pick = self.indices
+        return TokenBatch(
+            self.data.tokens[pick, : self.max_tokens].copy(), self.data.num_tokens[pick].copy()
+        )
 
     def build(self, draws: np.ndarray) -> TokenBatch:
         k = np.minimum((draws[:, 0] * len(self.indices)).astype(int), len(self.indices) - 1)
@@ -106,8 +115,3 @@ class TokenFileGenerator(TokenGenerator):
         labels = self.groups[:num_tokens]
         out = [tuple(np.flatnonzero(labels == g).tolist()) for g in np.unique(labels)]
         return [c for c in out if 1 < len(c) < num_tokens] + [whole]
-
-
-def _groups(path: str | Path) -> np.ndarray | None:
-    with np.load(path, allow_pickle=False) as f:
-        return np.asarray(f["groups"]).astype(np.int64) if "groups" in f.files else None
