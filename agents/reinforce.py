@@ -176,9 +176,10 @@ class ReinforceLearner:
         tau, target = sched.tau(self.step), sched.entropy_target(self.step)
         for group in self.htm_opt.param_groups:
             group["lr"] = sched.lr(self.step)
-        for opt, base in ((self.policy_opt, cfg.policy_lr), (self.cls_opt, cfg.classifier_lr)):
+        policy_lr = cfg.policy_lr * stage.policy_lr_scale
+        for opt, base in ((self.policy_opt, policy_lr), (self.cls_opt, cfg.classifier_lr)):
             for group in opt.param_groups:
-                group["lr"] = max(base * sched.lr_factor(self.step), sched.lr_floor)
+                group["lr"] = base and max(base * sched.lr_factor(self.step), sched.lr_floor)
         s = episodes.tokens.shape[1]
         if self.baseline is None:
             self.baseline = RunningBaseline(s - 1, cfg.baseline_size).to(self.device)
@@ -246,7 +247,7 @@ class ReinforceLearner:
             return self._skip(metrics)
         self.htm_opt.step()
         self.cls_opt.step()
-        if cfg.policy == "learned":
+        if cfg.policy == "learned" and policy_lr > 0:
             self.policy_opt.step()
         if cfg.policy == "heuristic" and entropy is not None:
             metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)

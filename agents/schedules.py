@@ -21,8 +21,20 @@ class Stage:
     lambda_encoder: float = 0.001
     lambda_recon: float = 1.0
     lambda_forest: float = 0.0
+    # Multiplies the policy's learning rate in this stage; 0 freezes the policy (e.g. keep the
+    # merge order formed in the few-merge stages while the networks learn to reach the root).
+    policy_lr_scale: float = 1.0
+    # Std of the node noise in this stage's episodes (None: the model's noise_std). More noise
+    # early makes an information-losing merge cost more, so the policy learns which merges
+    # keep information; evaluation always uses the model's own noise_std.
+    noise_std: float | None = None
 
     def __post_init__(self) -> None:
+        if self.policy_lr_scale < 0 or (self.noise_std is not None and self.noise_std < 0):
+            raise ValueError(
+                f"need policy_lr_scale >= 0 and noise_std >= 0; got {self.policy_lr_scale}, "
+                f"{self.noise_std}"
+            )
         if self.merges is not None and self.merges < 0:
             raise ValueError(f"stage merges must be >= 0 or None, got {self.merges}")
         if self.steps < 1:
@@ -182,8 +194,10 @@ def build_schedule(args: Any, dataset: str, max_merges: int, min_tokens: int = 2
             "lambda_encoder",
             "lambda_recon",
             "lambda_forest",
+            "policy_lr_scale",
         )
     }
+    noise = per_stage(args.stage_noise_std, n, "stage-noise-std") if args.stage_noise_std else None
     stages = tuple(
         Stage(
             merges=args.final_merges if k == n - 1 else k,
@@ -196,6 +210,8 @@ def build_schedule(args: Any, dataset: str, max_merges: int, min_tokens: int = 2
             lambda_encoder=cols["lambda_encoder"][k],
             lambda_recon=cols["lambda_recon"][k],
             lambda_forest=cols["lambda_forest"][k],
+            policy_lr_scale=cols["policy_lr_scale"][k],
+            noise_std=None if noise is None else noise[k],
         )
         for k in range(n)
     )

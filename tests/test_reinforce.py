@@ -268,3 +268,18 @@ def test_forest_loss_term_is_the_intermediate_skip_path_loss():
     assert m["loss/forest"] == pytest.approx(expected, rel=1e-5)
     off = ReinforceLearner(_model(seed=4), Schedule((Stage(merges=None, steps=5),)))
     assert off.update(batch)["loss/forest"] == 0.0  # not computed when its weight is 0
+
+
+def test_a_stage_with_policy_lr_scale_0_freezes_the_policy_only():
+    model = _model(seed=4)
+    sched = Schedule((Stage(merges=None, steps=10, policy_lr_scale=0.0),))
+    learner = ReinforceLearner(model, sched, ReinforceConfig(policy_lr=1e-2))
+    policy = [p.clone() for p in model.policy.parameters()]
+    merger = [p.clone() for p in model.merger.parameters()]
+    learner.update(_toy_batch(model, True))
+    assert all(torch.equal(a, b) for a, b in zip(policy, model.policy.parameters(), strict=True))
+    assert not all(
+        torch.equal(a, b) for a, b in zip(merger, model.merger.parameters(), strict=True)
+    )
+    with pytest.raises(ValueError, match="policy_lr_scale"):
+        Stage(merges=None, steps=10, policy_lr_scale=-1.0)

@@ -211,8 +211,14 @@ def test_per_stage_arguments_reach_the_schedule():
     args = reinforce.Args(stage_steps=(1, 2, 3), lambda_recon=(1.0, 2.0, 3.0), lr=(1e-3,))
     sched = reinforce.build_schedule(args, "crosses", 5)
     assert [st.lambda_recon for st in sched.stages] == [1.0, 2.0, 3.0]
+    assert [st.noise_std for st in sched.stages] == [None] * 3
     assert [st.merges for st in sched.stages] == [0, 1, None]
     assert all(st.lr == 1e-3 for st in sched.stages)
+    args = reinforce.Args(
+        stage_steps=(1, 2), policy_lr_scale=(1.0, 0.0), stage_noise_std=(0.2, 0.01)
+    )
+    sched = reinforce.build_schedule(args, "crosses", 5)
+    assert [(st.policy_lr_scale, st.noise_std) for st in sched.stages] == [(1.0, 0.2), (0.0, 0.01)]
     args = reinforce.Args(
         stage_steps=(1, 2),
         lambda_step=(0.5,),

@@ -93,6 +93,9 @@ class Args:
     final_merges: int | None = None
     """merge budget of the last curriculum stage (default: to the root)"""
     noise_std: float = 0.01
+    """std of the node noise (normalised units), kept in the model for evaluation"""
+    stage_noise_std: tuple[float, ...] = ()
+    """training noise std per stage (one value: all stages; (): --noise-std throughout)"""
     token_scale: float | None = None
     """token units per normalised unit inside the model (default: 8 crosses, else the dataset's)"""
     lambda_recon: tuple[float, ...] = (1.0,)
@@ -108,6 +111,8 @@ class Args:
     L_r; keeps the decoder good at the forests the skip-path reward judges"""
     lambda_entropy: float = 3.0
     policy_lr: float = 3e-3
+    policy_lr_scale: tuple[float, ...] = (1.0,)
+    """policy learning-rate multiplier per stage (0: the policy is frozen in that stage)"""
     """policy network's learning rate (decays with the stage's learning-rate factor)"""
     policy_l2: float = 1e-4
     """L2 on the policy network's weights (sum of squares)"""
@@ -317,6 +322,7 @@ def main(args: Args) -> Path:
                 model=model,
                 max_merges=merges or None,
                 reward=args.reward,
+                noise_std=schedule.stages[i].noise_std,
                 array_type="torch",
                 device=device,
             )
