@@ -9,27 +9,45 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from htm_gym.sim import EpisodeRecord
+
 
 @dataclass(frozen=True)
 class EpisodeBatch:
     """N finished merge episodes, enough to replay them exactly through ``htm_gym.core``.
 
-    Replaying means: ``core.lift(model, tokens, num_tokens, noise)`` then, for each step t,
-    ``core.merge`` the slot pair of ``actions[:, t]`` in rows where ``t < lengths``. With
-    the same model this reproduces the env's states and rewards; with gradients enabled it
-    is how a learner co-trains the merger/unmerger from the episodes it acted in.
+    Replaying means ``core.replay(model, tokens, num_tokens, noise, pairs, lengths)``: lift,
+    then merge slot pair ``pairs[:, t]`` in rows where ``t < lengths``. With the same model
+    this reproduces the env's states and rewards; with gradients enabled it is how a learner
+    co-trains the merger/unmerger from the episodes it acted in. Built from the env's
+    :class:`~htm_gym.sim.EpisodeRecord` by :meth:`from_record`.
     """
 
     tokens: Tensor  # (N, S, T) token units, zeros in padding
     num_tokens: Tensor  # (N,) long
     noise: Tensor  # (N, 2S-1, E) the noise the env added to each node
-    actions: Tensor  # (N, S-1) long flat actions of the merges made, -1 after the end
+    pairs: Tensor  # (N, S-1, 2) long slot pairs (i, j) merged at step t, -1 after the end
     rewards: Tensor  # (N, S-1) float, the env's rewards for those merges, 0 after the end
     lengths: Tensor  # (N,) long, merges made
     terminated: Tensor  # (N,) bool, reached the root (else truncated by a budget)
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    @staticmethod
+    def from_record(record: EpisodeRecord) -> EpisodeBatch:
+        st = record.state
+        return EpisodeBatch(
+            st.tokens, st.num_tokens, st.noise, st.actions, record.rewards, st.merges,
+            record.terminated,
+        )  # fmt: skip
+
+    def _map(self, fn) -> EpisodeBatch:
+        return EpisodeBatch(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+
+    def select(self, rows: Tensor) -> EpisodeBatch:
+        """Rows ``rows`` (long indices)."""
+        return self._map(lambda x: x[rows])
 
     @staticmethod
     def cat(batches: list[EpisodeBatch]) -> EpisodeBatch:
@@ -41,19 +59,17 @@ class EpisodeBatch:
         )
 
     def split_by_tokens(self) -> list[EpisodeBatch]:
-        """One batch per token count P, each cut to P slots (actions re-indexed to P*P)."""
+        """One batch per token count P, each cut to P slots (tokens fill slots 0..P-1, so
+        the slot pairs stay valid)."""
         out = []
-        s = self.tokens.shape[1]
         for p in torch.unique(self.num_tokens).tolist():
             idx = (self.num_tokens == p).nonzero().squeeze(1)
-            a = self.actions[idx, : p - 1]
-            actions = torch.where(a >= 0, (a // s) * p + a % s, a)
             out.append(
                 EpisodeBatch(
                     tokens=self.tokens[idx, :p],
                     num_tokens=self.num_tokens[idx],
                     noise=self.noise[idx, : 2 * p - 1],
-                    actions=actions,
+                    pairs=self.pairs[idx, : p - 1],
                     rewards=self.rewards[idx, : p - 1],
                     lengths=self.lengths[idx],
                     terminated=self.terminated[idx],

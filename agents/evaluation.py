@@ -9,11 +9,10 @@ import torch
 
 from agents import losses
 from agents.base import Learner
-from agents.rollout import EpisodeCollector
 from htm_gym import core, metrics
 from htm_gym.datasets import TokenBatch, TokenGenerator
 from htm_gym.nets import HTMModel
-from htm_gym.vector_env import HTMVectorEnv
+from htm_gym.vector_env import HTMVectorEnv, play_round
 
 
 @torch.no_grad()
@@ -51,23 +50,20 @@ def rollout_tokens(
                 max_merges=max_merges,
                 max_tokens=max(generator.max_tokens, data.tokens.shape[1]),
             )
-        collector = EpisodeCollector(venv, seed=seed)
-        eps = collector.collect_round(
-            policy, seed=seed + start, options={"tokens": tok, "num_tokens": num}
+        record, _ = play_round(
+            venv, policy.act, seed=seed + start, options={"tokens": tok, "num_tokens": num}
         )
-        state, _ = core.replay(
-            model, eps.tokens, eps.num_tokens, eps.noise, eps.actions, eps.lengths
-        )
+        state = record.state  # the trees as the env built them: nothing to replay
         down = core.unmerge(model, state)
         rec = model.unlift(down[:, : state.num_slots])
         logits, labels = losses.classifier_inputs(model, state, down)
         out["rec"].append(rec.cpu().numpy())
         out["children"].append(state.children.cpu().numpy())
-        out["lengths"].append(eps.lengths.cpu().numpy())
+        out["lengths"].append(state.merges.cpu().numpy())
         out["prob"].append(torch.softmax(logits, -1)[:, 1].cpu().numpy())
         out["label"].append(labels.cpu().numpy())
         out["tree"].append(state.tree.cpu().numpy())
-        out["returns"].append(eps.returns().cpu().numpy())
+        out["returns"].append(record.rewards.sum(1).cpu().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from agents.losses import masked_log_probs
+from htm_gym import core
 from htm_gym.nets import HTMModel
 from htm_gym.scoring import IncrementalPairLogits
 
@@ -127,7 +128,7 @@ class IncrementalActor:
             a = logits.masked_fill(~action_mask.bool(), -torch.inf).argmax(1)
         else:
             a = sample(masked_log_probs(logits, action_mask.bool()), self.generator, False)
-        self.left, right = a // s, a % s
+        self.left, right = core.slot_pairs(a, s).unbind(-1)
         self.expected = active & ~torch.nn.functional.one_hot(right, s).bool()
         return a
 
@@ -157,7 +158,7 @@ class ProximityActor:
         dist = torch.cdist(self.centroid, self.centroid).reshape(b, s * s)
         a = dist.masked_fill(~action_mask.bool(), torch.inf).argmin(1)
         rows = torch.arange(b, device=a.device)
-        left, right = a // s, a % s
+        left, right = core.slot_pairs(a, s).unbind(-1)
         merged = (
             self.centroid[rows, left] * self.size[rows, left, None]
             + self.centroid[rows, right] * self.size[rows, right, None]

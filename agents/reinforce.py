@@ -276,18 +276,16 @@ class ReinforceLearner:
         to ``s - 1`` steps. With ``forest``, also the mean skip-path loss of the forests
         between the leaves and the last merge (0 where there are none)."""
         kind = self.config.policy
-        logps, ents, forests = [], [], []
 
-        def head(nodes: Tensor, active: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        def head(nodes: Tensor, active: Tensor, pair: Tensor) -> tuple[Tensor, Tensor]:
             # Score only the active slots: the softmax over legal pairs is unchanged, and the
             # table shrinks from S^2 to (P - t)^2 as merges proceed (3x less over an episode).
-            s = active.shape[1]
             order, rank = core.active_first(active)
             k = order.shape[1]
             nodes = nodes.gather(1, order[..., None].expand(-1, -1, nodes.shape[-1]))
             active = active.gather(1, order)
-            left, right = rank.gather(1, action[:, None] // s), rank.gather(1, action[:, None] % s)
-            action = (left * k + right).squeeze(1).clamp(min=0)  # rows past their end: ignored
+            # rows past their end merge nothing and are ignored
+            action = core.flat_actions(rank.gather(1, pair), k).clamp(min=0)
             legal = core.legal_pairs(active).flatten(1)
             logits = self.pair_logits(nodes, active)
             if kind != "learned":  # heuristic scores must not train the merger
@@ -297,20 +295,19 @@ class ReinforceLearner:
                 logp, legal
             )
 
-        def score(state: core.MergeState, t: int, apply: Tensor) -> None:
+        rep = core.replay(self.model, g.tokens, g.num_tokens, g.noise, g.pairs, g.lengths)
+        logps, ents, forests = [], [], []
+        for t, before in enumerate(rep.before):
             if forest and t > 0:  # the forest after t merges, one more still to come
-                forests.append(core.forest_loss(self.model, state) * apply)
-            inputs = (core.nodes(state).detach(), state.active, g.actions[:, t].clamp(min=0))
+                forests.append(core.forest_loss(self.model, before) * (g.lengths > t))
+            inputs = (core.nodes(before).detach(), before.active, g.pairs[:, t].clamp(min=0))
             if self.config.checkpoint_policy:
                 logp, ent = checkpoint(head, *inputs, use_reentrant=False)
             else:
                 logp, ent = head(*inputs)
             logps.append(logp)
             ents.append(ent)
-
-        state, step_losses = core.replay(
-            self.model, g.tokens, g.num_tokens, g.noise, g.actions, g.lengths, before_merge=score
-        )
+        state, step_losses = rep.state, rep.step_losses
         out = losses.htm_terms(self.model, state, step_losses, tau)
         count = (g.lengths - 1).clamp(min=1).to(step_losses.dtype)
         out["forest"] = (
@@ -319,7 +316,7 @@ class ReinforceLearner:
         out["cls_logits"], out["cls_labels"] = losses.classifier_inputs(
             self.model, state, out.pop("down")
         )
-        n, d = len(g), g.actions.shape[1]
+        n, d = len(g), g.pairs.shape[1]
         steps = torch.arange(s - 1, device=self.device)[None, :]
         pad = (0, s - 1 - len(logps))
         out["logp"] = F.pad(torch.stack(logps, 1), pad) if logps else g.rewards.new_zeros(n, s - 1)

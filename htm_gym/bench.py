@@ -53,7 +53,8 @@ def rollout_seconds(model, tokens: torch.Tensor, num: torch.Tensor, repeats: int
         for _ in range(int(num.max()) - 1):
             legal = core.legal_pairs(state.active).flatten(1)
             a = (torch.rand(legal.shape, generator=gen, device=tokens.device) * legal).argmax(1)
-            state, _ = core.merge(model, state, a // s, a % s, legal.any(1))
+            pair = core.slot_pairs(a, s)
+            state, _ = core.merge(model, state, pair[:, 0], pair[:, 1], legal.any(1))
         best = min(best, time.perf_counter() - start)
     return best
 

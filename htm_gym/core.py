@@ -43,6 +43,15 @@ class MergeState:
     def num_slots(self) -> int:
         return self.slot_node.shape[1]
 
+    def where(self, rows: Tensor, other: MergeState) -> MergeState:
+        """Rows where ``rows`` (B,) bool holds from ``other``, the rest from self."""
+        return MergeState(
+            **{
+                f.name: _where_rows(rows, getattr(other, f.name), getattr(self, f.name))
+                for f in fields(self)
+            }
+        )
+
     def with_rows(self, rows: Tensor, other: MergeState) -> MergeState:
         """Copy of self with rows ``rows`` (long indices) replaced by ``other``'s rows."""
         return MergeState(
@@ -51,6 +60,19 @@ class MergeState:
                 for f in fields(self)
             }
         )
+
+
+def _where_rows(rows: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return torch.where(rows.view(-1, *[1] * (a.dim() - 1)), a, b)
+
+
+# The action codec: env actions are flat indices a = i * S + j of ordered slot pairs (i, j).
+def slot_pairs(actions: Tensor, num_slots: int) -> Tensor:  # (...) long -> (..., 2)
+    return torch.stack([actions // num_slots, actions % num_slots], -1)
+
+
+def flat_actions(pairs: Tensor, num_slots: int) -> Tensor:  # (..., 2) long -> (...)
+    return pairs[..., 0] * num_slots + pairs[..., 1]
 
 
 def lift(model: HTMModel, tokens: Tensor, num_tokens: Tensor, noise: Tensor) -> MergeState:
@@ -236,32 +258,38 @@ def node_mask(state: MergeState) -> Tensor:  # (B, 2S-1) bool, tree ids created 
     return ids < (state.num_tokens + state.merges)[:, None]
 
 
+@dataclass(frozen=True)
+class Replay:
+    """Recorded episodes re-run through the model (with gradients if enabled)."""
+
+    state: MergeState  # after the last merge
+    step_losses: Tensor  # (B, S-1) one-step losses, 0 past each episode's end
+    before: list[MergeState]  # before[t]: the state merge t was chosen in
+
+
 def replay(
     model: HTMModel,
     tokens: Tensor,
     num_tokens: Tensor,
     noise: Tensor,
-    actions: Tensor,
+    pairs: Tensor,
     lengths: Tensor,
-    before_merge=None,
-) -> tuple[MergeState, Tensor]:
-    """Re-run recorded episodes: lift, then merge flat ``actions[:, t]`` where ``t < lengths``.
-
-    ``before_merge(state, t, apply)``, if given, is called on each pre-merge state (how a
-    learner scores the actions it took). Differentiable; returns the final state and the
-    one-step losses (B, S-1), 0 past each episode's end.
-    """
+) -> Replay:
+    """Re-run recorded episodes: lift, then merge slot pair ``pairs[:, t]`` (B, S-1, 2)
+    where ``t < lengths``. With the same model and noise this reproduces the env's states
+    (``MergeState.actions`` are such pairs); a learner scores the actions it took on
+    ``before``. Steps past the longest episode are not run."""
     state = lift(model, tokens, num_tokens, noise)
     s = state.num_slots
-    losses = []
+    losses, before = [], []
     for t in range(s - 1):
         apply = lengths > t
         if not bool(apply.any()):
             break
-        if before_merge is not None:
-            before_merge(state, t, apply)
-        a = actions[:, t].clamp(min=0)
-        state, loss = merge(model, state, a // s, a % s, apply)
+        before.append(state)
+        pair = pairs[:, t].clamp(min=0)
+        state, loss = merge(model, state, pair[:, 0], pair[:, 1], apply)
         losses.append(loss)
     pad = tokens.new_zeros(tokens.shape[0], s - 1 - len(losses))
-    return state, torch.cat([torch.stack(losses, 1), pad], 1) if losses else pad
+    step_losses = torch.cat([torch.stack(losses, 1), pad], 1) if losses else pad
+    return Replay(state, step_losses, before)

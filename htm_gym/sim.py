@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor
 
 from htm_gym import core
+from htm_gym.core import MergeState
 from htm_gym.datasets import TokenGenerator, make_generator, validate_tokens
 from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model
 from htm_gym.render import render_tokens
@@ -39,6 +41,25 @@ DEFAULT_EMBED_DIM = {"crosses": 48, "trees": 32}
 # on, while the noise still shapes the policy's reward (docs/crosses.md, tuning runs m_*).
 # Trees: 8 px rather than 128 cut the reference MSE from 50.5 to 44.8 px^2 (docs/trees.md).
 DEFAULT_TOKEN_SCALE = {"crosses": 8.0, "trees": 8.0}
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """The episodes of a batch of rows as they stand: everything needed to replay them
+    exactly (``core.replay(model, state.tokens, state.num_tokens, state.noise, state.actions,
+    state.merges)``) and the merge trees they built, with the rewards the env paid."""
+
+    state: MergeState  # tokens, noise, slot pairs (actions), children, tree, merges
+    rewards: Tensor  # (B, S-1) float, the reward of merge t; 0 after the last merge
+    terminated: Tensor  # (B,) bool, merged to the root
+
+    def where(self, rows: Tensor, other: EpisodeRecord) -> EpisodeRecord:
+        """Rows where ``rows`` (B,) bool holds from ``other``, the rest from self."""
+        return EpisodeRecord(
+            self.state.where(rows, other.state),
+            torch.where(rows[:, None], other.rewards, self.rewards),
+            torch.where(rows, other.terminated, self.terminated),
+        )
 
 
 def default_embed_dim(generator: TokenGenerator) -> int:
@@ -216,6 +237,7 @@ class MergeSim:
             )
         # Skip-path reward: each row's forest loss before its next merge.
         self.forest_loss = torch.zeros(num_envs, device=self.device)
+        self.rewards = torch.zeros(num_envs, self.S - 1, device=self.device)  # paid per merge
 
     def _noise(self, unit: np.ndarray) -> Tensor:
         return torch.as_tensor(unit, device=self.device) * self.noise_std
@@ -258,6 +280,20 @@ class MergeSim:
         if self.options.reward == "skip_path":
             self.forest_loss[idx] = core.forest_loss(self.model, fresh)
         self.episode_steps[idx] = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.rewards[idx] = 0.0
+
+    def set_max_merges(self, max_merges: int | None) -> None:
+        """A new merge budget, applied from the next step (see ``check_options``)."""
+        o = self.options
+        self.options = check_options(
+            self.S, max_merges, o.illegal_action, o.illegal_penalty, o.step_limit, o.reward
+        )
+
+    def record(self, terminated: Tensor | None = None) -> EpisodeRecord:
+        """The rows' episodes so far (``terminated`` (B,) bool; default: at the root)."""
+        if terminated is None:
+            terminated = self.state.merges >= self.state.num_tokens - 1
+        return EpisodeRecord(self.state, self.rewards, terminated)
 
     def merge_budget(self) -> Tensor:  # (B,) merges this episode may make
         full = self.state.num_tokens - 1
@@ -266,7 +302,7 @@ class MergeSim:
         return full.clamp(max=self.options.max_merges)
 
     def legal(self, actions: Tensor) -> Tensor:  # (B,) long -> (B,) bool
-        i, j = actions // self.S, actions % self.S
+        i, j = core.slot_pairs(actions, self.S).unbind(-1)
         rows = torch.arange(self.num_envs, device=self.device)
         return self.state.active[rows, i] & self.state.active[rows, j] & (i != j)
 
@@ -284,19 +320,21 @@ class MergeSim:
         if self.options.illegal_action == "raise" and bool((apply & ~legal).any()):
             bad = int(torch.nonzero(apply & ~legal)[0, 0])
             a = int(actions[bad])
+            i, j = divmod(a, self.S)
             raise ValueError(
-                f"illegal action {a} = slot pair ({a // self.S}, {a % self.S}) in env {bad}: "
+                f"illegal action {a} = slot pair ({i}, {j}) in env {bad}: "
                 "both slots must be active and distinct (see info['action_mask'])"
             )
-        self.state, loss = core.merge(
-            self.model, self.state, actions // self.S, actions % self.S, legal
-        )
+        pairs = core.slot_pairs(actions, self.S)
+        self.state, loss = core.merge(self.model, self.state, pairs[:, 0], pairs[:, 1], legal)
         illegal = apply & ~legal
         if self.options.reward == "skip_path":
             after = core.forest_loss(self.model, self.state)
             loss = torch.where(legal, after - self.forest_loss, 0.0)
             self.forest_loss = torch.where(legal, after, self.forest_loss)
         reward = torch.where(illegal, -self.options.illegal_penalty, -loss)
+        step = F.one_hot((self.state.merges - 1).clamp(0, self.S - 2), self.S - 1).bool()
+        self.rewards = torch.where(step & legal[:, None], reward[:, None], self.rewards)
         self.episode_steps += apply.long()
         terminated = apply & (self.state.merges >= self.state.num_tokens - 1)
         out_of_budget = self.state.merges >= self.merge_budget()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from gymnasium.vector.utils import batch_space
 from htm_gym.datasets import TokenGenerator
 from htm_gym.env import HTMEnv
 from htm_gym.nets import HTMModel
-from htm_gym.sim import draw_episode, make_sim
+from htm_gym.sim import EpisodeRecord, draw_episode, make_sim
 
 ARRAY_TYPES = ("numpy", "torch")
 
@@ -36,8 +37,17 @@ class HTMVectorEnv(VectorEnv):
     - ``array_type``: "numpy" (default) or "torch": observations, rewards, flags and
       ``info["action_mask"]`` as tensors on ``device``, with no host copies.
 
-    Reset options: ``reset_mask`` (bool (num_envs,)), and ``tokens``: a sequence of
-    ``num_envs`` token arrays (P_i, T), or one (num_envs, S, T) array with ``num_tokens``.
+    Reset options: ``reset_mask`` (bool (num_envs,)); ``tokens``: a sequence of
+    ``num_envs`` token arrays (P_i, T), or one (num_envs, S, T) array with ``num_tokens``;
+    ``group_size`` k: rows in groups of k consecutive rows play the token set that the
+    group's first row draws (each row with its own noise), for per-set baselines.
+
+    Episode records (``array_type="torch"``): every ``step`` info holds
+    ``info["episode_record"]``, an :class:`~htm_gym.sim.EpisodeRecord` of all rows after
+    the step (tokens, noise, the slot pairs merged, the rewards paid, the merge tree), and
+    ``info["_episode_record"]``, the rows whose episode ended at this step: for those rows
+    the record is the whole episode, enough to replay it exactly through ``htm_gym.core``.
+    :meth:`episode_record` gives the same for the episodes in play now (e.g. after reset).
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -120,6 +130,7 @@ class HTMVectorEnv(VectorEnv):
         options = dict(options or {})
         mask = self._reset_mask(options.pop("reset_mask", None))
         given = self._given_tokens(options.pop("tokens", None), options.pop("num_tokens", None))
+        group = self._group_size(options.pop("group_size", 1), given, mask)
         if options:
             raise ValueError(f"unknown reset option(s) {sorted(options)}")
         self._seed(seed)
@@ -134,6 +145,12 @@ class HTMVectorEnv(VectorEnv):
             )
             for i in rows
         ]
+        if group > 1:  # each row keeps its noise; the token draw and slot order are shared
+            first = {i: k for k, i in enumerate(rows) if i % group == 0}
+            episodes = [
+                (episodes[first[i - i % group]][0], e[1], e[2], episodes[first[i - i % group]][3])
+                for i, e in zip(rows, episodes, strict=True)
+            ]
         self.sim.reset_rows(rows, episodes)
         self._needs_reset[rows] = False
         illegal = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
@@ -159,7 +176,10 @@ class HTMVectorEnv(VectorEnv):
         self._needs_reset = (term | trunc).cpu().numpy()
         everyone = np.ones(self.num_envs, dtype=bool)
         if self.array_type == "torch":
-            return self._obs(), reward, term, trunc, self._infos(illegal, everyone)
+            info = self._infos(illegal, everyone)
+            info["episode_record"] = self.sim.record(term)
+            info["_episode_record"] = term | trunc
+            return self._obs(), reward, term, trunc, info
         return (
             self._obs(),
             reward.double().cpu().numpy(),
@@ -167,6 +187,15 @@ class HTMVectorEnv(VectorEnv):
             trunc.cpu().numpy(),
             self._infos(illegal, everyone),
         )
+
+    def episode_record(self) -> EpisodeRecord:
+        """The episodes in play now: their tokens, noise, merges so far and rewards."""
+        return self.sim.record()
+
+    def set_max_merges(self, max_merges: int | None) -> None:
+        """Change the merge budget (a curriculum stage) without rebuilding the env; it
+        applies from the next step, so call it between episodes (e.g. before a reset)."""
+        self.sim.set_max_merges(max_merges)
 
     def action_masks(self) -> np.ndarray:
         """Legal actions, bool (num_envs, S*S) (sb3-contrib's convention)."""
@@ -213,6 +242,16 @@ class HTMVectorEnv(VectorEnv):
         if not mask.any():
             raise ValueError("options['reset_mask'] must select at least one env")
         return mask
+
+    def _group_size(self, group: Any, given: list[np.ndarray] | None, mask: np.ndarray) -> int:
+        if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group < 1:
+            raise ValueError(f"options['group_size'] must be a positive integer, got {group!r}")
+        if self.num_envs % group or (group > 1 and (given is not None or not mask.all())):
+            raise ValueError(
+                f"options['group_size'] must divide num_envs={self.num_envs} and cannot be "
+                f"combined with 'tokens' or 'reset_mask' (repeat the sets yourself); got {group}"
+            )
+        return int(group)
 
     def _given_tokens(self, tokens: Any, num_tokens: Any) -> list[np.ndarray] | None:
         if tokens is None:
@@ -280,6 +319,35 @@ class HTMVectorEnv(VectorEnv):
             infos[key] = value
             infos[f"_{key}"] = present.copy()
         return infos
+
+
+Act = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def play_round(
+    venv: HTMVectorEnv, act: Act, seed: int | None = None, options: dict | None = None
+) -> tuple[EpisodeRecord, int]:
+    """Reset every row (``seed``/``options`` as in ``reset``) and play until each row has
+    ended one episode; ``act(obs, action_mask)`` gives the flat actions (B,).
+
+    Returns the record of each row's episode, in row order, and the env steps taken by
+    rows still in their episode (illegal actions included). Needs ``array_type="torch"``
+    and the ``NEXT_STEP`` autoreset (rows that end early idle through their reset).
+    """
+    if venv.array_type != "torch" or venv.autoreset_mode != AutoresetMode.NEXT_STEP:
+        raise ValueError("play_round needs HTMVectorEnv(array_type='torch') with NEXT_STEP")
+    obs, info = venv.reset(seed=seed, options=options)
+    record = venv.episode_record()
+    finished = torch.zeros(venv.num_envs, dtype=torch.bool, device=venv.device)
+    steps = torch.zeros((), dtype=torch.long, device=venv.device)
+    while not bool(finished.all()):
+        steps += (~finished).sum()
+        obs, _, _, _, info = venv.step(act(obs, info["action_mask"]))
+        ended = info["_episode_record"] & ~finished
+        record = record.where(ended, info["episode_record"])
+        finished |= ended
+    return record, int(steps)
 
 
 def _autoreset_mode(mode: str | AutoresetMode) -> AutoresetMode:

@@ -27,14 +27,15 @@ def test_collected_episodes_replay_to_the_env_rewards():
     assert len(episodes) >= 20
     assert episodes.terminated.all() and torch.equal(episodes.lengths, episodes.num_tokens - 1)
     with torch.no_grad():
-        state, losses = core.replay(
+        rep = core.replay(
             venv.model,
             episodes.tokens,
             episodes.num_tokens,
             episodes.noise,
-            episodes.actions,
+            episodes.pairs,
             episodes.lengths,
         )
+        state, losses = rep.state, rep.step_losses
     assert torch.allclose(-losses, episodes.rewards, atol=1e-5)
     assert (state.active.sum(1) == 1).all()
     # the next collection continues the running episodes: no env step is lost
@@ -52,11 +53,42 @@ def test_split_by_tokens_replays_each_group_exactly():
         for g in groups:
             p = int(g.num_tokens[0])
             assert g.tokens.shape[1] == p and (g.num_tokens == p).all()
-            state, losses = core.replay(
-                venv.model, g.tokens, g.num_tokens, g.noise, g.actions, g.lengths
-            )
+            rep = core.replay(venv.model, g.tokens, g.num_tokens, g.noise, g.pairs, g.lengths)
+            state, losses = rep.state, rep.step_losses
             assert torch.allclose(-losses, g.rewards, atol=1e-5)
             assert (state.active.sum(1) == 1).all()
+
+
+class _OneInTwoIllegal:
+    """Acts illegally (slot pair (0, 0)) every other step, else like RandomAgent."""
+
+    def __init__(self) -> None:
+        self.random, self.calls = RandomAgent(seed=3), 0
+
+    def act(self, obs, action_mask, greedy=False):
+        self.calls += 1
+        a = self.random.act(obs, action_mask)
+        return a * 0 if self.calls % 2 else a
+
+
+@pytest.mark.parametrize("limit", ["max_merges", "step_limit"])
+def test_truncated_episodes_do_not_run_into_each_other(limit):
+    """Bug: the collector took a truncated row's reset step for a merge (issue 16)."""
+    kwargs = {"max_merges": 1} if limit == "max_merges" else {"step_limit": 5}
+    venv = HTMVectorEnv(8, array_type="torch", hidden_dim=32, **kwargs)
+    agent = RandomAgent(seed=1) if limit == "max_merges" else _OneInTwoIllegal()
+    collector = EpisodeCollector(venv, seed=0)
+    episodes = collector.collect(agent, min_episodes=40)
+    cap = 1 if limit == "max_merges" else 3  # 5 steps, one in two illegal
+    assert (episodes.lengths <= cap).all() and (episodes.lengths >= 1).all()
+    assert (episodes.lengths == 1).all() if limit == "max_merges" else True
+    assert not episodes.terminated[episodes.num_tokens > cap + 1].any()
+    with torch.no_grad():
+        rep = core.replay(
+            venv.model, episodes.tokens, episodes.num_tokens, episodes.noise, episodes.pairs,
+            episodes.lengths,
+        )  # fmt: skip
+    assert torch.allclose(-rep.step_losses, episodes.rewards, atol=1e-5)
 
 
 def test_heuristic_agent_prefers_the_lowest_one_step_loss():
@@ -81,10 +113,8 @@ def test_group_round_plays_each_token_set_in_consecutive_rows():
     assert (tokens == tokens[:, :1]).all() and not (tokens == tokens[:1, :1]).all()
     assert episodes.terminated.all() and not torch.equal(episodes.noise[0], episodes.noise[1])
     again = EpisodeCollector(venv, seed=0).collect_group_round(RandomAgent(seed=1), 7, 3)
-    assert torch.equal(again.tokens, episodes.tokens) and torch.equal(
-        again.actions, episodes.actions
-    )
-    with pytest.raises(ValueError, match="divisor"):
+    assert torch.equal(again.tokens, episodes.tokens) and torch.equal(again.pairs, episodes.pairs)
+    with pytest.raises(ValueError, match="divide"):
         collector.collect_group_round(RandomAgent(seed=1), seed=7, group_size=5)
 
 

@@ -31,8 +31,9 @@ def _fixed_tree(model):
     tokens = torch.tensor([[[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]]])
     num = torch.tensor([3])
     noise = torch.zeros(1, 5, model.embed_dim)
-    actions = torch.tensor([[0 * 3 + 1, 0 * 3 + 2]])
-    return core.replay(model, tokens, num, noise, actions, torch.tensor([2]))
+    pairs = torch.tensor([[[0, 1], [0, 2]]])
+    rep = core.replay(model, tokens, num, noise, pairs, torch.tensor([2]))
+    return rep.state, rep.step_losses
 
 
 def test_htm_terms_by_hand():
@@ -95,13 +96,14 @@ def _toy_batch(model, good_first: bool, n=64):
     content (a policy sees embeddings, not slot numbers)."""
     centres = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
     tokens = centres + 0.1 * torch.randn(n, 2, 2)
-    actions = torch.where(torch.arange(n) % 2 == 0, 1, 2)[:, None]
-    rewards = torch.where(actions == 1, -0.1, -1.0).float()
+    first = (torch.arange(n) % 2 == 0)[:, None]  # slot pair (0, 1), else (1, 0)
+    pairs = torch.where(first[..., None], torch.tensor([0, 1]), torch.tensor([1, 0]))
+    rewards = torch.where(first, -0.1, -1.0).float()
     return EpisodeBatch(
         tokens=tokens,
         num_tokens=torch.full((n,), 2),
         noise=torch.zeros(n, 3, model.embed_dim),
-        actions=actions,
+        pairs=pairs,
         rewards=rewards,
         lengths=torch.ones(n, dtype=torch.long),
         terminated=torch.ones(n, dtype=torch.bool),
@@ -244,21 +246,17 @@ def test_forest_loss_term_is_the_intermediate_skip_path_loss():
     model = _model(seed=4)
     state, _ = _fixed_tree(model)
     # The one intermediate forest of a 3-token episode: after merge (0, 1), slots 0 and 2.
-    first, _ = core.replay(
-        model,
-        state.tokens,
-        state.num_tokens,
-        torch.zeros(1, 5, 3),
-        state.actions.new_tensor([[1, 2]]),
+    first = core.replay(
+        model, state.tokens, state.num_tokens, torch.zeros(1, 5, 3), state.actions,
         torch.tensor([1]),
-    )
+    ).state  # fmt: skip
     with torch.no_grad():
         expected = float(core.forest_loss(model, first)[0])
     batch = EpisodeBatch(
         tokens=state.tokens,
         num_tokens=state.num_tokens,
         noise=torch.zeros(1, 5, 3),
-        actions=torch.tensor([[1, 2]]),
+        pairs=state.actions,
         rewards=torch.zeros(1, 2),
         lengths=torch.tensor([2]),
         terminated=torch.tensor([True]),

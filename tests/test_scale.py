@@ -87,7 +87,7 @@ def test_incremental_actor_matches_full_actor_over_episodes(kind):
         venv = HTMVectorEnv(6, dataset="digits", model=model, array_type="torch", noise_std=0.0)
         episodes[name] = EpisodeCollector(venv, seed=3).collect(actor, min_episodes=12)
     a, b = episodes["full"], episodes["incremental"]
-    assert torch.equal(a.actions, b.actions) and torch.equal(a.lengths, b.lengths)
+    assert torch.equal(a.pairs, b.pairs) and torch.equal(a.lengths, b.lengths)
 
 
 def test_checkpointed_policy_replay_gives_the_same_gradients():
@@ -133,15 +133,14 @@ def test_replay_scores_on_active_slots_equal_the_full_table(kind):
     for g in eps.split_by_tokens():
         out = learner._replay(g, 0.0, s)
         want_lp, want_ent = [], []
-
-        def full(state, t, apply, g=g, want_lp=want_lp, want_ent=want_ent):
+        rep = core.replay(model, g.tokens, g.num_tokens, g.noise, g.pairs, g.lengths)
+        for t, state in enumerate(rep.before):
             legal = core.legal_pairs(state.active).flatten(1)
             logits = model.policy.all_pairs(core.nodes(state))
             logp = losses.masked_log_probs(logits.flatten(1), legal)
-            want_lp.append(logp.gather(1, g.actions[:, t, None]).squeeze(1))
+            action = core.flat_actions(g.pairs[:, t].clamp(min=0), g.tokens.shape[1])
+            want_lp.append(logp.gather(1, action[:, None]).squeeze(1))
             want_ent.append(losses.normalized_entropy(logp, legal))
-
-        core.replay(model, g.tokens, g.num_tokens, g.noise, g.actions, g.lengths, full)
         p = g.tokens.shape[1]
         torch.testing.assert_close(out["logp"][:, : p - 1], torch.stack(want_lp, 1))
         torch.testing.assert_close(out["entropy"][:, : p - 1], torch.stack(want_ent, 1))
