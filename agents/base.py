@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from htm_gym.sim import EpisodeRecord
+from htm_gym.envs.sim import EpisodeRecord
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class EpisodeBatch:
     then merge slot pair ``pairs[:, t]`` in rows where ``t < lengths``. With the same model
     this reproduces the env's states and rewards; with gradients enabled it is how a learner
     co-trains the merger/unmerger from the episodes it acted in. Built from the env's
-    :class:`~htm_gym.sim.EpisodeRecord` by :meth:`from_record`.
+    :class:`~htm_gym.envs.sim.EpisodeRecord` by :meth:`from_record`.
     """
 
     tokens: Tensor  # (N, S, T) token units, zeros in padding

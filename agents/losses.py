@@ -85,16 +85,6 @@ def htm_loss(terms: dict[str, Tensor], num_tokens: Tensor, w: Weights) -> Tensor
     return (bias_factor(num_tokens, w.depth, w.loss_power) * per_instance).mean()
 
 
-def classifier_inputs(
-    model: HTMModel, state: core.MergeState, down: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Classifier logits (K, 2) and leaf (0) / internal (1) labels (K,) of every down-tree
-    node. The classifier reads stopped embeddings: it must not reshape the embedding space.
-    """
-    exists, labels = core.internal_labels(state)
-    return model.classifier(down.detach())[exists], labels[exists]
-
-
 def masked_log_probs(logits: Tensor, legal: Tensor, temperature: Tensor | float = 1.0) -> Tensor:
     """log pi over the flattened legal pairs: logits (B, A), legal (B, A) bool -> (B, A)."""
     return torch.log_softmax((logits / temperature).masked_fill(~legal, MASK_VALUE), dim=-1)

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 from agents.losses import masked_log_probs
+from agents.scoring import IncrementalPairLogits
 from htm_gym import core
 from htm_gym.nets import HTMModel
-from htm_gym.scoring import IncrementalPairLogits
 
 POLICIES = ("learned", "heuristic", "random")
 
@@ -95,7 +95,7 @@ class HeuristicAgent(Actor):
 
 
 class IncrementalActor:
-    """The learned policy with incremental pair scoring (:mod:`htm_gym.scoring`): after a
+    """The learned policy with incremental pair scoring (:mod:`agents.scoring`): after a
     merge only the merged slot's row and column of logits are rescored. Same actions as
     ``Actor(model, "learned")`` (tested), at O(S) pair scores per step instead of O(S^2).
 
@@ -130,40 +130,4 @@ class IncrementalActor:
             a = sample(masked_log_probs(logits, action_mask.bool()), self.generator, False)
         self.left, right = core.slot_pairs(a, s).unbind(-1)
         self.expected = active & ~torch.nn.functional.one_hot(right, s).bool()
-        return a
-
-
-class ProximityActor:
-    """A baseline for evaluation only: merge the two active nodes whose token centroids are
-    closest (agglomerative clustering with centroid linkage, in token units).
-
-    It reads the tokens from ``data`` rather than the observation, so its rows must be the
-    env's rows: roll out all of ``data`` in one batch (``rollout_tokens(batch_size=len)``).
-    A row whose active count equals its token count starts over from its tokens.
-    """
-
-    def __init__(self, tokens: Tensor, num_tokens: Tensor) -> None:
-        self.tokens = torch.nan_to_num(tokens.float())  # (B, S, T)
-        self.num_tokens = num_tokens
-        self.centroid = self.tokens.clone()  # (B, S, T) centroid of each slot's leaves
-        self.size = torch.ones(self.tokens.shape[:2], device=tokens.device)  # (B, S)
-
-    @torch.no_grad()
-    def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = True) -> Tensor:
-        active = obs["active"].bool()
-        b, s = active.shape
-        fresh = active.sum(1) == self.num_tokens
-        self.centroid = torch.where(fresh[:, None, None], self.tokens, self.centroid)
-        self.size = torch.where(fresh[:, None], torch.ones_like(self.size), self.size)
-        dist = torch.cdist(self.centroid, self.centroid).reshape(b, s * s)
-        a = dist.masked_fill(~action_mask.bool(), torch.inf).argmin(1)
-        rows = torch.arange(b, device=a.device)
-        left, right = core.slot_pairs(a, s).unbind(-1)
-        merged = (
-            self.centroid[rows, left] * self.size[rows, left, None]
-            + self.centroid[rows, right] * self.size[rows, right, None]
-        ) / (self.size[rows, left] + self.size[rows, right])[:, None]
-        ok = action_mask.bool().any(1)  # rows being reset: their action is ignored
-        self.centroid[rows[ok], left[ok]] = merged[ok]
-        self.size[rows[ok], left[ok]] += self.size[rows[ok], right[ok]]
         return a

@@ -313,7 +313,7 @@ class ReinforceLearner:
         out["forest"] = (
             torch.stack(forests, 1).sum(1) / count if forests else step_losses.new_zeros(len(g))
         )
-        out["cls_logits"], out["cls_labels"] = losses.classifier_inputs(
+        out["cls_logits"], out["cls_labels"] = core.classifier_inputs(
             self.model, state, out.pop("down")
         )
         n, d = len(g), g.pairs.shape[1]

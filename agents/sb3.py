@@ -23,7 +23,7 @@ from torch import Tensor
 
 import htm_gym
 from agents.sb3_vec_env import HTMSB3VecEnv
-from htm_gym.vector_env import HTMVectorEnv
+from htm_gym.envs.vector_env import HTMVectorEnv
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {
     "ppo": PPO,

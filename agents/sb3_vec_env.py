@@ -1,4 +1,4 @@
-"""An SB3 ``VecEnv`` over the native :class:`~htm_gym.vector_env.HTMVectorEnv`.
+"""An SB3 ``VecEnv`` over the native :class:`~htm_gym.envs.vector_env.HTMVectorEnv`.
 
 Stable-Baselines3 does not take Gymnasium's ``VectorEnv``; its own ``DummyVecEnv`` steps
 one Python env per row. This adapter keeps the batched core: one ``step`` of the native
@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from htm_gym.vector_env import HTMVectorEnv
+from htm_gym.envs.vector_env import HTMVectorEnv
 
 
 class HTMSB3VecEnv(VecEnv):

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from agents.collector import EpisodeCollector
 from agents.policies import Actor, IncrementalActor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
-from agents.rollout import EpisodeCollector
 from agents.schedules import Schedule, Stage
+from agents.scoring import IncrementalPairLogits
 from htm_gym.datasets import TokenBatch, TokenGenerator
+from htm_gym.envs.vector_env import HTMVectorEnv
 from htm_gym.nets import HTMConfig, make_model
-from htm_gym.scoring import IncrementalPairLogits
-from htm_gym.vector_env import HTMVectorEnv
 
 
 @dataclass(frozen=True)

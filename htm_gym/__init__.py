@@ -10,10 +10,10 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from htm_gym.datasets import TokenGenerator
-from htm_gym.env import HTMEnv
+from htm_gym.envs.env import HTMEnv
+from htm_gym.envs.sim import build_generator
+from htm_gym.envs.vector_env import HTMVectorEnv
 from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model, save_model
-from htm_gym.sim import build_generator
-from htm_gym.vector_env import HTMVectorEnv
 
 __version__ = "0.1.0"
 
@@ -43,8 +43,8 @@ for _env_id, _kwargs in ENV_IDS.items():
     if _env_id not in registry:
         register(
             id=_env_id,
-            entry_point="htm_gym.env:HTMEnv",
-            vector_entry_point="htm_gym.vector_env:HTMVectorEnv",
+            entry_point="htm_gym.envs.env:HTMEnv",
+            vector_entry_point="htm_gym.envs.vector_env:HTMVectorEnv",
             kwargs=_kwargs,
         )
 

@@ -18,8 +18,8 @@ import tyro
 
 from htm_gym import core
 from htm_gym.datasets import make_generator
+from htm_gym.envs.vector_env import HTMVectorEnv, make_sync_reference
 from htm_gym.nets import HTMConfig, make_model
-from htm_gym.vector_env import HTMVectorEnv, make_sync_reference
 
 
 @dataclass

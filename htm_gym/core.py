@@ -253,6 +253,14 @@ def internal_labels(state: MergeState) -> tuple[Tensor, Tensor]:
     return exists, (ids >= state.num_tokens[:, None]).long()
 
 
+def classifier_inputs(model: HTMModel, state: MergeState, down: Tensor) -> tuple[Tensor, Tensor]:
+    """Classifier logits (K, 2) and leaf (0) / internal (1) labels (K,) of every down-tree
+    node. The classifier reads stopped embeddings: it must not reshape the embedding space.
+    """
+    exists, labels = internal_labels(state)
+    return model.classifier(down.detach())[exists], labels[exists]
+
+
 def node_mask(state: MergeState) -> Tensor:  # (B, 2S-1) bool, tree ids created so far
     ids = torch.arange(state.tree.shape[1], device=state.tree.device)[None, :]
     return ids < (state.num_tokens + state.merges)[:, None]

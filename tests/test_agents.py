@@ -119,7 +119,7 @@ def test_group_round_plays_each_token_set_in_consecutive_rows():
 
 
 def test_fresh_path_never_reuses_a_name(tmp_path):
-    from agents.checkpoint import fresh_path
+    from htm_gym.runs import fresh_path
 
     (tmp_path / "report").mkdir()  # a directory without a suffix, as evaluate --report writes
     assert fresh_path(tmp_path / "report") == tmp_path / "report.1"

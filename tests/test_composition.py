@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from htm_gym.composition import PartsSampler, compose_roots, tree_parts
-from htm_gym.generation import generate, load_sampler, save_sampler
+from htm_gym.generation.parts import PartsSampler, compose_roots, tree_parts
+from htm_gym.generation.roots import generate, load_sampler, save_sampler
 from htm_gym.nets import HTMConfig, make_model
 
 

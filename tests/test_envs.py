@@ -13,7 +13,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import htm_gym
 from htm_gym import HTMEnv, HTMVectorEnv
-from htm_gym.vector_env import make_sync_reference
+from htm_gym.envs.vector_env import make_sync_reference
 
 IDS = list(htm_gym.ENV_IDS)
 SMALL = {"hidden_dim": 32}

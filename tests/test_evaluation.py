@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.evaluation import instance_mse, pooled_mse, squared_errors
 from htm_gym.datasets import TokenBatch
+from htm_gym.evaluation.rollout import instance_mse, pooled_mse, squared_errors
 
 
 def test_pooled_mse_weighs_every_coordinate_once():
@@ -23,9 +23,9 @@ def test_pooled_mse_weighs_every_coordinate_once():
 def test_proximity_baseline_recovers_narrow_subtrees():
     import torch
 
-    from agents.evaluation import evaluate
-    from agents.policies import ProximityActor
     from htm_gym.datasets import make_generator
+    from htm_gym.evaluation.baselines import ProximityActor
+    from htm_gym.evaluation.rollout import evaluate
     from htm_gym.nets import HTMConfig, make_model
 
     gen = make_generator("trees")

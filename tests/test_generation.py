@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.report import node_levels
 from htm_gym.datasets import CrossesGenerator, TreesGenerator, load_token_file
-from htm_gym.generation import (
+from htm_gym.evaluation.report import node_levels
+from htm_gym.generation.roots import (
     GaussianMixtureRoots,
     KernelDensityRoots,
     generate,
@@ -16,8 +16,8 @@ from htm_gym.generation import (
     save_sampler,
     unmerge_samples,
 )
+from htm_gym.generation.validity import generation_report, novelty, sample_validity
 from htm_gym.nets import HTMConfig, make_model
-from htm_gym.validity import generation_report, novelty, sample_validity
 
 
 def _model(seed: int = 0):

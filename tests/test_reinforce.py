@@ -17,7 +17,7 @@ from agents.reinforce import (
 )
 from agents.schedules import Schedule, Stage
 from htm_gym import core
-from htm_gym.metrics import classifier_report, structure_scores, tree_constituents
+from htm_gym.evaluation.metrics import classifier_report, structure_scores, tree_constituents
 from htm_gym.nets import HTMConfig, make_model
 
 
@@ -75,7 +75,7 @@ def test_htm_terms_by_hand():
         terms, state.num_tokens, losses.Weights(0.2, 0.3, 0.01, 0.001, 4.0, 0.5, 3.0)
     )
     assert torch.allclose(heavier - total, fb * 2.0 * terms["recon"][0], atol=1e-6)
-    logits, labels = losses.classifier_inputs(model, state, terms["down"])
+    logits, labels = core.classifier_inputs(model, state, terms["down"])
     assert labels.tolist() == [0, 0, 0, 1, 1], "3 leaves, 2 merged nodes"
     assert logits.shape == (5, 2)
 

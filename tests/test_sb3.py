@@ -11,8 +11,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper
 import htm_gym
 from agents.sb3 import make_algo, make_vec_env
 from agents.sb3_vec_env import HTMSB3VecEnv
-from htm_gym.env import HTMEnv
-from htm_gym.vector_env import HTMVectorEnv
+from htm_gym.envs.env import HTMEnv
+from htm_gym.envs.vector_env import HTMVectorEnv
 
 sb3_script = load_script("sb3")
 

@@ -8,15 +8,15 @@ import torch
 
 import htm_gym.nets as nets
 from agents.base import EpisodeBatch
+from agents.collector import EpisodeCollector
 from agents.policies import Actor, IncrementalActor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
-from agents.rollout import EpisodeCollector
 from agents.schedules import Schedule, Stage
+from agents.scoring import IncrementalPairLogits
 from htm_gym.datasets import Digits16Generator, DigitsGenerator
 from htm_gym.datasets.digits import _images
+from htm_gym.envs.vector_env import HTMVectorEnv
 from htm_gym.nets import HTMConfig, make_model
-from htm_gym.scoring import IncrementalPairLogits
-from htm_gym.vector_env import HTMVectorEnv
 
 
 def test_digits_tokens_split_and_image_round_trip():

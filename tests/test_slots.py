@@ -10,10 +10,10 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from agents.evaluation import evaluate
 from agents.policies import Actor
 from htm_gym import HTMEnv, HTMVectorEnv
 from htm_gym.datasets import TokenBatch, make_generator
+from htm_gym.evaluation.rollout import evaluate
 from htm_gym.nets import HTMConfig, make_model
 
 

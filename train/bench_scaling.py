@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from agents.checkpoint import fresh_path
 from agents.scaling import ScalingConfig, measure
+from htm_gym.runs import fresh_path
 
 
 @dataclass(frozen=True)

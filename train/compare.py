@@ -25,11 +25,12 @@ import torch
 import tyro
 
 import htm_gym
-from agents import checkpoint
-from agents.evaluation import evaluate
+from agents import trained
 from agents.sb3 import SB3Actor, env_kwargs, frozen_model, make_algo, make_vec_env
 from agents.schedules import DEFAULT_STAGE_STEPS
+from htm_gym import runs
 from htm_gym.datasets import load_token_file
+from htm_gym.evaluation.rollout import evaluate
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parents[1] / "shared" / "reference-data"
@@ -109,8 +110,8 @@ def run_task(args: Args, env_id: str, seed: int, out_dir: Path) -> list[dict]:
             )
         )
         ref_run = run if name == "reinforce" else ref_run
-        model, ckpt = checkpoint.load_trained(run)
-        result = evaluate(model, generator, data, checkpoint.checkpoint_actor(model, ckpt, True))
+        model, ckpt = runs.load_trained(run)
+        result = evaluate(model, generator, data, trained.checkpoint_actor(model, ckpt, True))
         if name in args.learners:
             rows.append(_row(name, env_id, seed, result, ckpt["env_steps"], ckpt["wall_time_s"]))
     for algo in (a for a in SB3_ALGOS if a in args.learners):
@@ -163,7 +164,7 @@ def main(args: Args) -> list[dict]:
         )
     if not 0 < args.budget <= 1 or args.jobs < 1 or not args.seeds:
         raise SystemExit("need 0 < --budget <= 1, --jobs >= 1 and at least one seed")
-    out_dir = checkpoint.new_run_dir(args.runs_dir, args.run_name, "compare")
+    out_dir = runs.new_run_dir(args.runs_dir, args.run_name, "compare")
     (out_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
     tasks = [(env_id, seed) for seed in args.seeds for env_id in args.env_ids]
     start = time.perf_counter()

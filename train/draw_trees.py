@@ -17,8 +17,8 @@ import torch
 import tyro
 from matplotlib.figure import Figure
 
-from agents import checkpoint
-from htm_gym import HTMEnv
+from agents import trained
+from htm_gym import HTMEnv, runs
 
 
 @dataclass
@@ -37,9 +37,9 @@ class Args:
 def main(args: Args) -> Path:
     if args.num < 1:
         raise SystemExit("--num must be at least 1")
-    out = checkpoint.fresh_path(args.output)
-    model, ckpt = checkpoint.load_trained(args.checkpoint)
-    _, generator = checkpoint.checkpoint_env(ckpt)
+    out = runs.fresh_path(args.output)
+    model, ckpt = runs.load_trained(args.checkpoint)
+    _, generator = runs.checkpoint_env(ckpt)
     if hasattr(generator, "with_split"):
         generator = generator.with_split(args.split)
     data = generator.sample(np.random.default_rng(args.seed), args.num)
@@ -49,8 +49,8 @@ def main(args: Args) -> Path:
         max_merges=ckpt["args"].get("final_merges"),
         render_mode="rgb_array",
     )
-    actor = checkpoint.checkpoint_actor(model, ckpt, True, torch.Generator().manual_seed(0))
-    fig = Figure(figsize=(2.5 * args.num, 2.8))  # no pyplot state, as htm_gym.render
+    actor = trained.checkpoint_actor(model, ckpt, True, torch.Generator().manual_seed(0))
+    fig = Figure(figsize=(2.5 * args.num, 2.8))  # no pyplot state, as htm_gym.envs.render
     axes = fig.subplots(1, args.num, squeeze=False)
     for i, ax in enumerate(axes[0]):
         obs, info = env.reset(seed=args.seed + i, options={"tokens": data[i]})

@@ -21,10 +21,8 @@ import torch
 import tyro
 
 import htm_gym
-from agents import checkpoint
-from agents.evaluation import evaluate
-from agents.policies import ProximityActor
-from agents.report import write_report
+from agents import trained
+from htm_gym import runs
 from htm_gym.datasets import (
     TokenBatch,
     TokenFileGenerator,
@@ -32,7 +30,10 @@ from htm_gym.datasets import (
     load_token_file,
     make_generator,
 )
-from htm_gym.generation import load_sampler
+from htm_gym.evaluation.baselines import ProximityActor
+from htm_gym.evaluation.report import ReportInputs, write_report
+from htm_gym.evaluation.rollout import evaluate
+from htm_gym.generation.roots import load_sampler
 
 
 @dataclass
@@ -72,15 +73,15 @@ class Args:
 
 
 def main(args: Args) -> dict:
-    model, ckpt = checkpoint.load_trained(args.checkpoint, args.device)
+    model, ckpt = runs.load_trained(args.checkpoint, args.device)
     if args.report and args.report_sampler:  # fail before the evaluation, not after it
         try:
             kind = load_sampler(args.report_sampler).kind
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--report-sampler: {e}") from e
-        if kind == "parts" and not checkpoint.has_learned_scorer(ckpt):
+        if kind == "parts" and not trained.has_learned_scorer(ckpt):
             raise SystemExit("--report-sampler: a parts sampler needs a learned-policy run")
-    env_id, generator = checkpoint.checkpoint_env(ckpt)
+    env_id, generator = runs.checkpoint_env(ckpt)
     generator, data, name = test_data(args, ckpt, env_id, generator)
     policy = ckpt["args"]["policy"]
     max_merges = ckpt["args"].get("final_merges")  # a run trained short of the root
@@ -90,7 +91,7 @@ def main(args: Args) -> dict:
         modes.append(("greedy_noise_free", True, 0.0))
     for mode, greedy, noise in modes:
         gen = torch.Generator(args.device).manual_seed(args.seed)
-        actor = checkpoint.checkpoint_actor(model, ckpt, greedy, gen)
+        actor = trained.checkpoint_actor(model, ckpt, greedy, gen)
         start = time.perf_counter()
         results[mode] = evaluate(
             model, generator, data, actor, args.batch_size, args.seed, noise, max_merges
@@ -104,28 +105,31 @@ def main(args: Args) -> dict:
     print_table(results)
     run_dir = Path(args.checkpoint)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
-    out = checkpoint.fresh_path(args.output or run_dir / f"eval_{name}.json")
+    out = runs.fresh_path(args.output or run_dir / f"eval_{name}.json")
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     if args.report:
         k = min(args.report_instances, len(data))
         test = TokenBatch(data.tokens[:k], data.num_tokens[:k])
         train = generator.sample(np.random.default_rng([args.seed, 1]), args.report_instances)
-        report_dir = checkpoint.fresh_path(run_dir / "report")
-        summary = write_report(
-            report_dir,
-            run_dir,
-            model,
-            ckpt,
-            generator,
-            test,
-            train,
-            args.report_samples,
-            args.seed,
-            args.report_roots,
-            max_merges,
-            args.report_sampler,
+        report_dir = runs.fresh_path(run_dir / "report")
+        inputs = ReportInputs(
+            run_dir=run_dir,
+            model=model,
+            generator=generator,
+            greedy=trained.checkpoint_actor(model, ckpt, greedy=True),
+            sampled=trained.checkpoint_actor(
+                model, ckpt, greedy=False, generator=torch.Generator().manual_seed(args.seed)
+            ),
+            test=test,
+            train=train,
+            num_samples=args.report_samples,
+            seed=args.seed,
+            num_roots=args.report_roots,
+            max_merges=max_merges,
+            sampler_path=args.report_sampler,
         )
+        summary = write_report(report_dir, inputs)
         results["report"] = summary
         gen = summary["generation"]
         if gen.get("validity") is not None:

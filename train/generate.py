@@ -22,12 +22,13 @@ import numpy as np
 import torch
 import tyro
 
-from agents import checkpoint
-from agents.generative import fitting_instances, run_sampler
+from agents import trained
+from htm_gym import runs
 from htm_gym.datasets import TokenBatch
-from htm_gym.figures import sample_grid
-from htm_gym.generation import generate
-from htm_gym.validity import generation_report
+from htm_gym.evaluation.figures import sample_grid
+from htm_gym.generation.fitting import fitting_instances, run_sampler
+from htm_gym.generation.roots import generate
+from htm_gym.generation.validity import generation_report
 
 
 @dataclass
@@ -81,8 +82,8 @@ def main(args: Args) -> dict:
         raise SystemExit(f"--bandwidth must be >= 0, got {args.bandwidth}")
     if args.neighbours < 0:
         raise SystemExit(f"--neighbours must be >= 0, got {args.neighbours}")
-    model, ckpt = checkpoint.load_trained(args.checkpoint, args.device)
-    env_id, generator = checkpoint.checkpoint_env(ckpt)
+    model, ckpt = runs.load_trained(args.checkpoint, args.device)
+    env_id, generator = runs.checkpoint_env(ckpt)
     if ckpt["args"].get("final_merges") is not None:
         raise SystemExit(
             f"{args.checkpoint} was trained to {ckpt['args']['final_merges']} merges, not to "
@@ -90,8 +91,8 @@ def main(args: Args) -> dict:
         )
     run_dir = Path(args.checkpoint)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
-    actor = checkpoint.checkpoint_actor(model, ckpt, greedy=True)
-    learned = checkpoint.has_learned_scorer(ckpt)
+    actor = trained.checkpoint_actor(model, ckpt, greedy=True)
+    learned = trained.has_learned_scorer(ckpt)
     no_scorer = f"parts are composed by the learned pair scorer, and {args.checkpoint} has none"
     if args.sampler is None and args.sampler_kind == "parts" and not learned:
         raise SystemExit(f"--sampler-kind parts: {no_scorer}")
@@ -142,7 +143,7 @@ def main(args: Args) -> dict:
         result |= generation_report(generator, samples.batch, train, samples.truncated)
     out_dir = Path(args.output_dir) if args.output_dir else run_dir / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = checkpoint.fresh_path(
+    stem = runs.fresh_path(
         out_dir / f"samples_{args.num_samples}_seed{args.seed}.npz", (".png", ".json")
     )
     np.savez_compressed(

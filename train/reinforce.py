@@ -21,18 +21,18 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import htm_gym
-from agents import checkpoint
-from agents.evaluation import evaluate, rollout_tokens
+from agents.collector import EpisodeCollector
 from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
-from agents.rollout import EpisodeCollector
 from agents.schedules import build_schedule
+from htm_gym import runs
 from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
+from htm_gym.envs.render import policy_diagram, reconstruction_figure
+from htm_gym.envs.sim import default_embed_dim, default_token_scale
+from htm_gym.envs.vector_env import HTMVectorEnv
+from htm_gym.evaluation.rollout import evaluate, rollout_tokens
 from htm_gym.nets import HTMConfig, make_model
-from htm_gym.render import policy_diagram, reconstruction_figure
-from htm_gym.sim import default_embed_dim, default_token_scale
-from htm_gym.vector_env import HTMVectorEnv
 
 
 @dataclass
@@ -200,10 +200,10 @@ def training_data(args: Args) -> tuple[TokenGenerator, TokenBatch | None]:
         if args.test_tokens:
             raise SystemExit("--test-tokens needs --tokens (the training sets)")
         return htm_gym.env_generator(args.env_id), None
-    if args.env_id not in (Args.env_id, checkpoint.TOKENS_ENV_ID):
+    if args.env_id not in (Args.env_id, runs.TOKENS_ENV_ID):
         raise SystemExit(f"--tokens trains on HTM-Tokens-v0; drop --env-id {args.env_id}")
     try:
-        generator = checkpoint.run_generator(checkpoint.TOKENS_ENV_ID, asdict(args))
+        generator = runs.run_generator(runs.TOKENS_ENV_ID, asdict(args))
         if not args.test_tokens:
             return generator, generator.with_split("test").subset()
         return generator, load_token_file(args.test_tokens, generator.token_dim)
@@ -212,7 +212,7 @@ def training_data(args: Args) -> tuple[TokenGenerator, TokenBatch | None]:
 
 
 def main(args: Args) -> Path:
-    resume = checkpoint.load(args.resume) if args.resume else None
+    resume = runs.load(args.resume) if args.resume else None
     if resume is not None:
         stored = {**LEGACY_DEFAULTS, **resume["args"]}
         for key in ("embed_dim", "token_scale"):  # older runs stored None: "dataset default"
@@ -237,7 +237,7 @@ def main(args: Args) -> Path:
         )
     generator, held_out = training_data(args)
     if args.tokens:
-        args = replace(args, env_id=checkpoint.TOKENS_ENV_ID)
+        args = replace(args, env_id=runs.TOKENS_ENV_ID)
     max_merges = generator.max_tokens - 1
     # Stored resolved, so a later change of a dataset default cannot alter a resumed run.
     args = replace(
@@ -290,9 +290,9 @@ def main(args: Args) -> Path:
         learner.load_state_dict(resume["learner"])
         update = int(resume.get("update", resume["learner"].get("step", 0)))
         env_steps = int(resume.get("env_steps", 0))
-        checkpoint.set_rng_state(resume["rng"])
+        runs.set_rng_state(resume["rng"])
     else:
-        run_dir = checkpoint.new_run_dir(
+        run_dir = runs.new_run_dir(
             args.runs_dir, args.run_name, f"{args.env_id}__{args.policy}__{args.seed}"
         )
         (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
@@ -377,7 +377,7 @@ def main(args: Args) -> Path:
         if args.image_every and (update % args.image_every == 0 or done):
             log_images(writer, model, generator, shown, learner, step)
         if update % args.checkpoint_every == 0 or update == end:
-            checkpoint.save(
+            runs.save(
                 run_dir / "checkpoint.pt",
                 {
                     "config": asdict(config),
@@ -387,7 +387,7 @@ def main(args: Args) -> Path:
                     "env_steps": env_steps,
                     "schedule": schedule.to_dict(),
                     "args": asdict(args),
-                    "rng": checkpoint.rng_state(),
+                    "rng": runs.rng_state(),
                     "env_id": args.env_id,
                     "wall_time_s": time.perf_counter() - start,
                 },

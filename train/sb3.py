@@ -23,10 +23,10 @@ import tyro
 from stable_baselines3.common.logger import configure
 
 import htm_gym
-from agents import checkpoint
-from agents.evaluation import evaluate
 from agents.sb3 import SB3Actor, env_kwargs, frozen_model, make_algo, make_vec_env
+from htm_gym import runs
 from htm_gym.datasets import load_token_file
+from htm_gym.evaluation.rollout import evaluate
 
 
 @dataclass
@@ -63,7 +63,7 @@ def main(args: Args) -> dict:
     if args.total_timesteps < 1 or args.num_envs < 1:
         raise SystemExit("--total-timesteps and --num-envs must be positive")
     if args.tokens:
-        args = replace(args, env_id=checkpoint.TOKENS_ENV_ID)
+        args = replace(args, env_id=runs.TOKENS_ENV_ID)
     dataset_kwargs = {"path": args.tokens} if args.tokens else None
     try:
         kw = env_kwargs(args.env_id, args.model_checkpoint, args.step_limit, dataset_kwargs)
@@ -72,7 +72,7 @@ def main(args: Args) -> dict:
         data = load_token_file(args.eval_tokens, generator.token_dim) if args.eval_tokens else None
     except ValueError as e:
         raise SystemExit(str(e)) from e
-    run_dir = checkpoint.new_run_dir(
+    run_dir = runs.new_run_dir(
         args.runs_dir, args.run_name, f"{args.env_id}__{args.algo}__{args.seed}"
     )
     (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))

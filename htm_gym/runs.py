@@ -1,4 +1,5 @@
-"""Run directories and resumable checkpoints for the training scripts."""
+"""Run folders and checkpoint files: fresh names, atomic saves, validated loads, and the
+env a run was trained on."""
 
 from __future__ import annotations
 
@@ -9,10 +10,6 @@ from typing import Any
 import torch
 
 import htm_gym
-from agents.base import Learner
-from agents.plugins import Greedy, make_learner
-from agents.policies import Actor
-from agents.schedules import Schedule
 from htm_gym.datasets import TokenGenerator
 from htm_gym.nets import HTMConfig, HTMModel, load_checkpoint
 
@@ -104,29 +101,3 @@ def run_generator(env_id: str, args: dict) -> TokenGenerator:
         return htm_gym.env_generator(env_id)
     split = "all" if args.get("test_tokens") else "train"
     return htm_gym.env_generator(TOKENS_ENV_ID, {"path": args["tokens"], "split": split})
-
-
-def has_learned_scorer(ckpt: dict) -> bool:
-    """Whether the checkpoint's model.policy was trained (the built-in learned policy)."""
-    return not ckpt["args"].get("agent") and ckpt["args"]["policy"] == "learned"
-
-
-def checkpoint_actor(
-    model: HTMModel, ckpt: dict, greedy: bool, generator: torch.Generator | None = None
-) -> Learner:
-    """The trained merge policy of a checkpoint: the built-in policy (the heuristic at its
-    tuned temperature), or the plug-in learner rebuilt from its state."""
-    agent = ckpt["args"].get("agent")
-    if agent:
-        if "schedule" not in ckpt:
-            raise ValueError("a plug-in learner's checkpoint needs its 'schedule'")
-        learner = make_learner(
-            agent, model, Schedule.from_dict(ckpt["schedule"]), int(ckpt["args"]["seed"])
-        )
-        learner.load_state_dict(ckpt["learner"])
-        return Greedy(learner) if greedy else learner
-    policy = ckpt["args"]["policy"]
-    temperature = 1.0
-    if policy == "heuristic":
-        temperature = float(torch.exp(ckpt["learner"]["log_temperature"]))
-    return Actor(model, policy, temperature, greedy=greedy, generator=generator)

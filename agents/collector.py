@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from agents.base import EpisodeBatch, Learner
-from htm_gym.vector_env import HTMVectorEnv, play_round
+from htm_gym.envs.vector_env import HTMVectorEnv, play_round
 
 
 class EpisodeCollector:

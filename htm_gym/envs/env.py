@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from htm_gym.datasets import TokenGenerator
+from htm_gym.envs.sim import draw_episode, make_sim
 from htm_gym.nets import HTMModel
-from htm_gym.sim import draw_episode, make_sim
 
 RESET_OPTIONS = ("tokens",)
 

@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
-from htm_gym.render import draw_tokens, token_colors
+from htm_gym.envs.render import draw_tokens, token_colors
 
 
 def _figure(width: float, height: float) -> Figure:

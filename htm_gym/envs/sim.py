@@ -20,8 +20,8 @@ from torch import Tensor
 from htm_gym import core
 from htm_gym.core import MergeState
 from htm_gym.datasets import TokenGenerator, make_generator, validate_tokens
+from htm_gym.envs.render import render_tokens
 from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model
-from htm_gym.render import render_tokens
 
 ILLEGAL_MODES = ("penalize", "raise")
 # one_step: minus the merge's own unmerging error in embedding space (report 3.3.1).

@@ -26,8 +26,8 @@ import torch
 from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
-from htm_gym.composition import PartsSampler
 from htm_gym.datasets import TokenBatch
+from htm_gym.generation.parts import PartsSampler
 from htm_gym.nets import HTMModel
 
 

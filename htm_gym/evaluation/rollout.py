@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from agents import losses
-from agents.base import Learner
-from htm_gym import core, metrics
+from htm_gym import core
 from htm_gym.datasets import TokenBatch, TokenGenerator
+from htm_gym.envs.vector_env import HTMVectorEnv, play_round
+from htm_gym.evaluation import metrics
 from htm_gym.nets import HTMModel
-from htm_gym.vector_env import HTMVectorEnv, play_round
+
+
+class Policy(Protocol):
+    """What evaluation needs of a policy: flat actions (B,) for batched torch observations
+    and the legal-action mask (B, S*S), as :class:`agents.base.Learner` acts."""
+
+    def act(self, obs: dict[str, torch.Tensor], action_mask: torch.Tensor) -> torch.Tensor: ...
 
 
 @torch.no_grad()
@@ -20,7 +26,7 @@ def rollout_tokens(
     model: HTMModel,
     generator: TokenGenerator,
     data: TokenBatch,
-    policy: Learner,
+    policy: Policy,
     batch_size: int = 4096,
     seed: int = 0,
     noise_std: float | None = None,
@@ -56,7 +62,7 @@ def rollout_tokens(
         state = record.state  # the trees as the env built them: nothing to replay
         down = core.unmerge(model, state)
         rec = model.unlift(down[:, : state.num_slots])
-        logits, labels = losses.classifier_inputs(model, state, down)
+        logits, labels = core.classifier_inputs(model, state, down)
         out["rec"].append(rec.cpu().numpy())
         out["children"].append(state.children.cpu().numpy())
         out["lengths"].append(state.merges.cpu().numpy())
@@ -71,7 +77,7 @@ def rollout_to_root(
     model: HTMModel,
     generator: TokenGenerator,
     data: TokenBatch,
-    policy: Learner,
+    policy: Policy,
     seed: int = 0,
     noise_std: float | None = 0.0,
 ) -> dict[str, np.ndarray]:
@@ -87,7 +93,7 @@ def collect_roots(
     model: HTMModel,
     generator: TokenGenerator,
     data: TokenBatch,
-    policy: Learner,
+    policy: Policy,
     seed: int = 0,
     noise_std: float | None = 0.0,
 ) -> np.ndarray:
@@ -120,7 +126,7 @@ def evaluate(
     model: HTMModel,
     generator: TokenGenerator,
     data: TokenBatch,
-    policy: Learner,
+    policy: Policy,
     batch_size: int = 4096,
     seed: int = 0,
     noise_std: float | None = None,

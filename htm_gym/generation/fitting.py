@@ -6,12 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.base import Learner
-from agents.checkpoint import fresh_path
-from agents.evaluation import collect_roots, rollout_to_root
-from htm_gym.composition import PartsSampler
 from htm_gym.datasets import TokenBatch, TokenGenerator
-from htm_gym.generation import (
+from htm_gym.evaluation.rollout import Policy, collect_roots, rollout_to_root
+from htm_gym.generation.parts import PartsSampler
+from htm_gym.generation.roots import (
     GaussianMixtureRoots,
     KernelDensityRoots,
     RootSampler,
@@ -19,6 +17,7 @@ from htm_gym.generation import (
     save_sampler,
 )
 from htm_gym.nets import HTMModel
+from htm_gym.runs import fresh_path
 
 SAMPLER_FILE = "root_sampler.pt"
 
@@ -31,7 +30,7 @@ def fitting_instances(generator: TokenGenerator, num_roots: int, seed: int) -> T
 def fit_root_sampler(
     model: HTMModel,
     generator: TokenGenerator,
-    policy: Learner,
+    policy: Policy,
     num_roots: int = 20000,
     seed: int = 0,
     components: range | list[int] = range(1, 11),
@@ -61,7 +60,7 @@ def run_sampler(
     run_dir: Path,
     model: HTMModel,
     generator: TokenGenerator,
-    policy: Learner,
+    policy: Policy,
     path: str | None = None,
     refit: bool = False,
     **fit_kwargs,

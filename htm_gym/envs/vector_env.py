@@ -13,18 +13,18 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from htm_gym.datasets import TokenGenerator
-from htm_gym.env import HTMEnv
+from htm_gym.envs.env import HTMEnv
+from htm_gym.envs.sim import EpisodeRecord, draw_episode, make_sim
 from htm_gym.nets import HTMModel
-from htm_gym.sim import EpisodeRecord, draw_episode, make_sim
 
 ARRAY_TYPES = ("numpy", "torch")
 
 
 class HTMVectorEnv(VectorEnv):
-    """``num_envs`` copies of :class:`~htm_gym.env.HTMEnv` stepped as one batch.
+    """``num_envs`` copies of :class:`~htm_gym.envs.env.HTMEnv` stepped as one batch.
 
     Same spaces, rewards and episode ends as ``HTMEnv`` (see its docstring), computed by
-    the same :class:`~htm_gym.sim.MergeSim` with B = ``num_envs`` on ``device``. Row i
+    the same :class:`~htm_gym.envs.sim.MergeSim` with B = ``num_envs`` on ``device``. Row i
     keeps its own NumPy stream seeded like Gymnasium's ``SyncVectorEnv`` seeds sub-env i
     (``seed + i``), so the same seeds give the same episodes as ``SyncVectorEnv`` over
     ``HTMEnv`` (up to float rounding of batched matrix products).
@@ -43,7 +43,7 @@ class HTMVectorEnv(VectorEnv):
     group's first row draws (each row with its own noise), for per-set baselines.
 
     Episode records (``array_type="torch"``): every ``step`` info holds
-    ``info["episode_record"]``, an :class:`~htm_gym.sim.EpisodeRecord` of all rows after
+    ``info["episode_record"]``, an :class:`~htm_gym.envs.sim.EpisodeRecord` of all rows after
     the step (tokens, noise, the slot pairs merged, the rewards paid, the merge tree), and
     ``info["_episode_record"]``, the rows whose episode ended at this step: for those rows
     the record is the whole episode, enough to replay it exactly through ``htm_gym.core``.

@@ -1,0 +1,2 @@
+"""Generation (report 3.8): root densities, the parts sampler, classifier-guided unmerging,
+and the validity, coverage and novelty of what they generate."""
