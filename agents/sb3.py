@@ -42,14 +42,9 @@ def env_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments of the registered env, with the frozen model's checkpoint and
     ``dataset_kwargs`` over the registered ones (``HTM-Tokens-v0``: ``{"path": ...}``)."""
-    if env_id not in htm_gym.ENV_IDS:
-        raise ValueError(f"unknown env id {env_id!r}; registered: {sorted(htm_gym.ENV_IDS)}")
-    kw: dict[str, Any] = dict(htm_gym.ENV_IDS[env_id])
-    if dataset_kwargs:
-        kw["dataset_kwargs"] = {**kw.get("dataset_kwargs", {}), **dataset_kwargs}
+    kw: dict[str, Any] = htm_gym.env_spec(env_id, dataset_kwargs)
     if checkpoint is not None:
-        path = Path(checkpoint)
-        kw["checkpoint"] = str(path / "checkpoint.pt" if path.is_dir() else path)
+        kw["checkpoint"] = str(checkpoint)  # a file or a run folder
     if step_limit is not None:
         kw["step_limit"] = step_limit
     return kw

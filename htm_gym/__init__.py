@@ -28,15 +28,22 @@ ENV_IDS: dict[str, dict] = {
 }
 
 
+def env_spec(env_id: str, dataset_kwargs: dict | None = None) -> dict:
+    """The registered keyword arguments of ``env_id`` (a copy), with ``dataset_kwargs`` over
+    its own; a ValueError names the registered ids when ``env_id`` is not one."""
+    if env_id not in ENV_IDS:
+        raise ValueError(f"unknown env id {env_id!r}; registered: {sorted(ENV_IDS)}")
+    spec = dict(ENV_IDS[env_id])
+    if dataset_kwargs:
+        spec["dataset_kwargs"] = {**spec.get("dataset_kwargs", {}), **dataset_kwargs}
+    return spec
+
+
 def env_generator(env_id: str, dataset_kwargs: dict | None = None) -> TokenGenerator:
     """The token generator behind a registered env id (its dataset and dataset kwargs, with
     ``dataset_kwargs`` over them: ``HTM-Tokens-v0`` needs ``{"path": ...}``)."""
-    if env_id not in ENV_IDS:
-        raise ValueError(f"unknown env id {env_id!r}; registered: {sorted(ENV_IDS)}")
-    spec = ENV_IDS[env_id]
-    return build_generator(
-        spec["dataset"], {**spec.get("dataset_kwargs", {}), **(dataset_kwargs or {})}
-    )
+    spec = env_spec(env_id, dataset_kwargs)
+    return build_generator(spec["dataset"], spec.get("dataset_kwargs"))
 
 
 for _env_id, _kwargs in ENV_IDS.items():
@@ -55,6 +62,7 @@ __all__ = [
     "HTMModel",
     "HTMVectorEnv",
     "env_generator",
+    "env_spec",
     "load_model",
     "make_model",
     "save_model",

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from htm_gym.files import atomic_save
+
 
 @dataclass(frozen=True)
 class HTMConfig:
@@ -192,14 +194,15 @@ def save_model(model: HTMModel, path: str | Path, **extra: object) -> None:
     """Write ``{"config", "model", **extra}`` atomically (temp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config": asdict(model.config), MODEL_KEY: model.state_dict(), **extra}, tmp)
-    tmp.replace(path)
+    atomic_save({"config": asdict(model.config), MODEL_KEY: model.state_dict(), **extra}, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint dict, with a clear error when the file is missing or unreadable."""
+    """Read a checkpoint dict (a file, or a run folder's ``checkpoint.pt``), with a clear
+    error when the file is missing or unreadable."""
     path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -216,7 +219,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> HTMModel:
-    ckpt = load_checkpoint(path, map_location)
+    """The model of a checkpoint file or run folder."""
+    return model_from_checkpoint(load_checkpoint(path, map_location), path, map_location)
+
+
+def model_from_checkpoint(
+    ckpt: dict, path: str | Path, map_location: str | torch.device = "cpu"
+) -> HTMModel:
+    """The model a loaded checkpoint dict holds (``path`` names it in errors)."""
     try:
         model = HTMModel(HTMConfig(**ckpt["config"]))
         model.load_state_dict(ckpt[MODEL_KEY])

@@ -3,6 +3,7 @@ env a run was trained on."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,14 @@ import torch
 
 import htm_gym
 from htm_gym.datasets import TokenGenerator
-from htm_gym.nets import HTMConfig, HTMModel, load_checkpoint
+from htm_gym.files import atomic_save
+from htm_gym.nets import HTMModel, load_checkpoint, model_from_checkpoint
 
 
 def new_run_dir(runs_dir: str | Path, run_name: str | None, prefix: str) -> Path:
     """A fresh ``runs/<run_name>``; never an existing one (nothing saved is overwritten)."""
+    if run_name is not None and not is_plain_name(run_name):
+        raise ValueError(f"run name {run_name!r}: a plain folder name, no path parts")
     name = run_name or f"{prefix}__{time.strftime('%Y%m%d-%H%M%S')}"
     path = Path(runs_dir) / name
     if path.exists():
@@ -24,6 +28,35 @@ def new_run_dir(runs_dir: str | Path, run_name: str | None, prefix: str) -> Path
         )
     path.mkdir(parents=True)
     return path
+
+
+def is_plain_name(name: str) -> bool:
+    """A folder name that stays inside the runs folder (no separators, not . or ..)."""
+    return bool(name) and name not in (".", "..") and Path(name).name == name and "\\" not in name
+
+
+def check_args_file(run_dir: Path, stored: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+    """Refuse a run folder whose ``args.json`` disagrees with its checkpoint's arguments
+    (a checkpoint copied into another run's folder); ``ignore``: arguments a resume may
+    change."""
+    path = run_dir / "args.json"
+    if not path.is_file():
+        return
+    try:
+        written = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: unreadable ({e}); restore it or delete it to resume") from e
+    stored = json.loads(json.dumps(stored))  # tuples as JSON lists, like args.json
+    same = (set(written) & set(stored)) - set(ignore)
+    # None in either: a dataset default that older runs resolved only later
+    differ = sorted(
+        k for k in same if None not in (written[k], stored[k]) and written[k] != stored[k]
+    )
+    if differ:
+        raise SystemExit(
+            f"{run_dir}: args.json and checkpoint.pt disagree on {differ}; "
+            "they come from different runs"
+        )
 
 
 def rng_state() -> dict[str, Any]:
@@ -44,16 +77,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save(path: Path, payload: dict[str, Any]) -> None:
     """Atomic write: a crash mid-save leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_save(payload, path)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A training checkpoint (a run directory or its ``checkpoint.pt``), validated."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
     ckpt = load_checkpoint(path, map_location)  # clear errors for missing/foreign files
     for key in ("learner", "args", "rng"):
         if key not in ckpt:
@@ -79,9 +107,7 @@ def fresh_path(path: str | Path, siblings: tuple[str, ...] = ()) -> Path:
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[HTMModel, dict]:
     """The model of a training checkpoint (run directory or file), in eval mode."""
     ckpt = load(path, map_location=device)
-    model = HTMModel(HTMConfig(**ckpt["config"])).to(device)
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
+    return model_from_checkpoint(ckpt, path, device).eval(), ckpt
 
 
 def checkpoint_env(ckpt: dict) -> tuple[str, TokenGenerator]:

@@ -291,3 +291,10 @@ def test_drawn_tokens_come_in_random_slot_order():
     venv.reset(seed=0, options={"tokens": data.tokens, "num_tokens": data.num_tokens})
     kept = venv.sim.state.tokens.numpy()
     assert np.allclose(kept, np.nan_to_num(data.tokens), atol=1e-6)
+
+
+def test_a_misspelt_argument_is_named():
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['datset'\]"):
+        HTMEnv(datset="trees")
+    with pytest.raises(TypeError, match="unknown argument"):
+        HTMVectorEnv(2, max_merge=1)

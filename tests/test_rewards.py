@@ -10,7 +10,7 @@ from htm_gym import HTMEnv, HTMVectorEnv
 
 
 def test_skip_path_reward_on_a_three_token_tree():
-    env = HTMEnv("trees", {"height": 2}, noise_std=0.0, reward="skip_path")
+    env = HTMEnv(dataset="trees", dataset_kwargs={"height": 2}, noise_std=0.0, reward="skip_path")
     x = np.array([[100.0, 100.0], [150.0, 120.0], [90.0, 160.0]], np.float32)
     env.reset(options={"tokens": x})
     m = env.model

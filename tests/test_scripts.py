@@ -33,7 +33,7 @@ def test_reinforce_smoke_and_evaluate(tmp_path):
     run = reinforce.main(_args(tmp_path, run_name="smoke"))
     assert (run / "checkpoint.pt").is_file() and (run / "args.json").is_file()
     assert any(run.glob("events.out.tfevents.*"))
-    with pytest.raises(FileExistsError):
+    with pytest.raises(SystemExit, match="already exists"):
         reinforce.main(_args(tmp_path, run_name="smoke"))  # never overwrite a run
     res = evaluate.main(evaluate.Args(checkpoint=str(run), num_instances=12, batch_size=8))
     assert 0 <= res["greedy"]["recovered"] <= 1 and res["sampled"]["recon_mse"] >= 0
@@ -277,7 +277,7 @@ def test_script_errors(tmp_path):
         reinforce.main(_args(tmp_path, group_size=3))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(SystemExit, match="not a readable"):
         reinforce.main(reinforce.Args(resume=str(bad)))
     with pytest.raises(FileNotFoundError):
         evaluate.main(evaluate.Args(checkpoint=str(tmp_path / "missing")))

@@ -33,6 +33,7 @@ from htm_gym.datasets import (
 from htm_gym.evaluation.baselines import ProximityActor
 from htm_gym.evaluation.report import ReportInputs, write_report
 from htm_gym.evaluation.rollout import evaluate
+from htm_gym.files import run_dir_of
 from htm_gym.generation.roots import load_sampler
 
 
@@ -103,8 +104,7 @@ def main(args: Args) -> dict:
             model, generator, data, actor, len(data), args.seed, None, max_merges
         )
     print_table(results)
-    run_dir = Path(args.checkpoint)
-    run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    run_dir = run_dir_of(args.checkpoint)
     out = runs.fresh_path(args.output or run_dir / f"eval_{name}.json")
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
@@ -182,9 +182,10 @@ def other_generator(env_id: str, kwargs_json: str, with_tokens: bool) -> TokenGe
         extra = json.loads(kwargs_json)
         if not isinstance(extra, dict):
             raise ValueError("not a JSON object")
-        spec = htm_gym.ENV_IDS[env_id]
-        kwargs = {**spec.get("dataset_kwargs", {}), **extra}
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        spec = htm_gym.env_spec(env_id, extra)
+        kwargs = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in spec["dataset_kwargs"].items()
+        }
         return make_generator(spec["dataset"], **kwargs)
     except ValueError as e:
         raise SystemExit(f"--dataset-kwargs {kwargs_json!r}: {e}") from e

@@ -26,6 +26,7 @@ from agents import trained
 from htm_gym import runs
 from htm_gym.datasets import TokenBatch
 from htm_gym.evaluation.figures import sample_grid
+from htm_gym.files import run_dir_of
 from htm_gym.generation.fitting import fitting_instances, run_sampler
 from htm_gym.generation.roots import generate
 from htm_gym.generation.validity import generation_report
@@ -89,8 +90,7 @@ def main(args: Args) -> dict:
             f"{args.checkpoint} was trained to {ckpt['args']['final_merges']} merges, not to "
             "the root: generation samples roots, so it needs a to-root run"
         )
-    run_dir = Path(args.checkpoint)
-    run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    run_dir = run_dir_of(args.checkpoint)
     actor = trained.checkpoint_actor(model, ckpt, greedy=True)
     learned = trained.has_learned_scorer(ckpt)
     no_scorer = f"parts are composed by the learned pair scorer, and {args.checkpoint} has none"

@@ -9,8 +9,9 @@ tensorboard --logdir runs
 from __future__ import annotations
 
 import json
+import signal
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -21,18 +22,20 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import htm_gym
+from agents.base import EpisodeBatch, Learner
 from agents.collector import EpisodeCollector
 from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
-from agents.schedules import build_schedule
+from agents.schedules import Schedule, build_schedule
 from htm_gym import runs
 from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
 from htm_gym.envs.render import policy_diagram, reconstruction_figure
 from htm_gym.envs.sim import default_embed_dim, default_token_scale
 from htm_gym.envs.vector_env import HTMVectorEnv
 from htm_gym.evaluation.rollout import evaluate, rollout_tokens
-from htm_gym.nets import HTMConfig, make_model
+from htm_gym.files import run_dir_of
+from htm_gym.nets import HTMConfig, HTMModel, make_model
 
 
 @dataclass
@@ -144,9 +147,12 @@ class Args:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise SystemExit(f"--device {name!r}: {e} (use auto, cpu, cuda or cuda:N)") from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
+        raise SystemExit(f"--device {name}: no CUDA device here (use --device cpu or auto)")
     return device
 
 
@@ -193,6 +199,66 @@ LEGACY_DEFAULTS = {
 DEFAULT_REWARD = {"trees": "skip_path"}
 
 
+# What --resume may change: how long this invocation runs and where/how fast it computes.
+RESUME_OVERRIDES = ("resume", "max_updates", "progress", "threads", "device")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def with_resume(args: Args) -> tuple[Args, dict | None]:
+    """The stored arguments of the run to resume (refusing other flags), and its checkpoint."""
+    if not args.resume:
+        return args, None
+    given = [
+        _flag(k)
+        for k, v in asdict(args).items()
+        if k not in RESUME_OVERRIDES and v != getattr(Args(), k)
+    ]
+    if given:
+        raise SystemExit(
+            f"--resume continues a run with its stored arguments; drop {' '.join(given)} "
+            f"(allowed with --resume: {', '.join(_flag(k) for k in RESUME_OVERRIDES[1:])})"
+        )
+    try:
+        resume = runs.load(args.resume)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--resume: {e}") from e
+    runs.check_args_file(run_dir_of(args.resume), resume["args"], RESUME_OVERRIDES)
+    stored = {**LEGACY_DEFAULTS, **resume["args"]}
+    for key in ("embed_dim", "token_scale"):  # older runs stored None: "dataset default"
+        if stored.get(key) is None:
+            stored[key] = resume["config"][key]
+    overrides = {k: getattr(args, k) for k in RESUME_OVERRIDES}
+    overrides["device"] = args.device if args.device != Args.device else stored.get("device")
+    return replace(Args(**stored), **overrides), resume
+
+
+def check_args(args: Args) -> None:
+    """Ranges and names, checked before anything is built or written."""
+    positive = ("num_envs", "checkpoint_every", "eval_instances", "max_skips")
+    bad = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in positive if getattr(args, k) < 1]
+    bad += [
+        f"--{k.replace('_', '-')} {getattr(args, k)}"
+        for k in ("max_updates", "eval_every", "image_every", "threads")
+        if getattr(args, k) < 0
+    ]
+    if bad:
+        raise SystemExit(f"{', '.join(bad)}: must be >= 1 (counts) or >= 0 (0 = off/all)")
+    try:
+        htm_gym.env_spec(args.env_id)
+    except ValueError as e:
+        raise SystemExit(f"--env-id: {e}") from e
+    if args.group_size < 1 or args.num_envs % args.group_size:
+        raise SystemExit(
+            f"--group-size must be a positive divisor of --num-envs ({args.num_envs}), "
+            f"got {args.group_size}"
+        )
+    if args.run_name is not None and not runs.is_plain_name(args.run_name):
+        raise SystemExit(f"--run-name {args.run_name!r}: a plain folder name, no path parts")
+
+
 def training_data(args: Args) -> tuple[TokenGenerator, TokenBatch | None]:
     """The run's generator and, for a token file, its held-out sets (checked before any
     side effect)."""
@@ -211,43 +277,25 @@ def training_data(args: Args) -> tuple[TokenGenerator, TokenBatch | None]:
         raise SystemExit(str(e)) from e
 
 
-def main(args: Args) -> Path:
-    resume = runs.load(args.resume) if args.resume else None
-    if resume is not None:
-        stored = {**LEGACY_DEFAULTS, **resume["args"]}
-        for key in ("embed_dim", "token_scale"):  # older runs stored None: "dataset default"
-            if stored.get(key) is None:
-                stored[key] = resume["config"][key]
-        args = replace(
-            Args(**stored), resume=args.resume, max_updates=args.max_updates, progress=args.progress
-        )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    # Tiny gradients and Adam moments go subnormal late in training, and CPU arithmetic on
-    # subnormals is slow (a late crosses update: 100 ms vs 59 ms flushed, one thread).
-    # Flushing sets values below ~1e-38 to 0, far below what the losses resolve; no-op on CUDA.
-    torch.set_flush_denormal(True)
-    device = resolve_device(args.device)
-    if args.env_id not in htm_gym.ENV_IDS:
-        raise SystemExit(f"unknown --env-id {args.env_id!r}; registered: {sorted(htm_gym.ENV_IDS)}")
-    if args.group_size < 1 or args.num_envs % args.group_size:
-        raise SystemExit(
-            f"--group-size must be a positive divisor of --num-envs ({args.num_envs}), "
-            f"got {args.group_size}"
-        )
-    generator, held_out = training_data(args)
+def resolve_defaults(args: Args, generator: TokenGenerator) -> Args:
+    """Dataset defaults made explicit: stored resolved, so a later change of a default
+    cannot alter a resumed run."""
     if args.tokens:
         args = replace(args, env_id=runs.TOKENS_ENV_ID)
-    max_merges = generator.max_tokens - 1
-    # Stored resolved, so a later change of a dataset default cannot alter a resumed run.
-    args = replace(
+    return replace(
         args,
         embed_dim=args.embed_dim or default_embed_dim(generator),
         token_scale=args.token_scale or default_token_scale(generator),
         reward=args.reward or DEFAULT_REWARD.get(generator.name, "one_step"),
     )
+
+
+def build(args: Args, generator: TokenGenerator, device: torch.device):
+    """The curriculum, the model and its learner (the built-in one or a plug-in)."""
     try:
-        schedule = build_schedule(args, generator.name, max_merges, generator.min_tokens)
+        schedule = build_schedule(
+            args, generator.name, generator.max_tokens - 1, generator.min_tokens
+        )
     except ValueError as e:
         raise SystemExit(str(e)) from e
     config = HTMConfig(
@@ -264,141 +312,211 @@ def main(args: Args) -> Path:
     torch.manual_seed(args.seed)
     model = make_model(config, seed=args.seed, device=device)
     try:
-        learner = make_learner(
-            args.agent,
-            model,
-            schedule,
-            args.seed,
-            ReinforceConfig(
-                policy=args.policy,
-                lambda_entropy=args.lambda_entropy,
-                policy_lr=args.policy_lr,
-                policy_l2=args.policy_l2,
-                group_size=args.group_size,
-                gamma=args.gamma,
-                loss_power=args.loss_power,
-                checkpoint_policy=args.checkpoint_policy,
-            ),
+        reinforce_config = ReinforceConfig(
+            policy=args.policy,
+            lambda_entropy=args.lambda_entropy,
+            policy_lr=args.policy_lr,
+            policy_l2=args.policy_l2,
+            group_size=args.group_size,
+            gamma=args.gamma,
+            loss_power=args.loss_power,
+            checkpoint_policy=args.checkpoint_policy,
         )
+        learner = make_learner(args.agent, model, schedule, args.seed, reinforce_config)
     except (ValueError, TypeError) as e:
         raise SystemExit(str(e)) from e
-    update, env_steps = 0, 0
-    if resume is not None:
-        run_dir = Path(args.resume)
-        run_dir = run_dir if run_dir.is_dir() else run_dir.parent
-        model.load_state_dict(resume["model"])
-        learner.load_state_dict(resume["learner"])
-        update = int(resume.get("update", resume["learner"].get("step", 0)))
-        env_steps = int(resume.get("env_steps", 0))
-        runs.set_rng_state(resume["rng"])
-    else:
-        run_dir = runs.new_run_dir(
-            args.runs_dir, args.run_name, f"{args.env_id}__{args.policy}__{args.seed}"
+    return schedule, model, learner
+
+
+@dataclass
+class Run:
+    """One training run in progress: what it trains and where it writes."""
+
+    args: Args
+    generator: TokenGenerator
+    schedule: Schedule
+    model: HTMModel
+    learner: Learner
+    run_dir: Path
+    update: int = 0
+    env_steps: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def save(self) -> None:
+        runs.save(
+            self.run_dir / "checkpoint.pt",
+            {
+                "config": asdict(self.model.config),
+                "model": self.model.state_dict(),
+                "learner": self.learner.state_dict(),
+                "update": self.update,
+                "env_steps": self.env_steps,
+                "schedule": self.schedule.to_dict(),
+                "args": asdict(self.args),
+                "rng": runs.rng_state(),
+                "env_id": self.args.env_id,
+                "wall_time_s": time.perf_counter() - self.started,
+            },
         )
+
+
+def start_run(args: Args, generator, schedule, model, learner, resume: dict | None) -> Run:
+    """A new run folder with its arguments and an update-0 checkpoint (so any run folder can
+    be resumed), or the resumed run's state."""
+    if resume is None:
+        try:
+            run_dir = runs.new_run_dir(
+                args.runs_dir, args.run_name, f"{args.env_id}__{args.policy}__{args.seed}"
+            )
+        except (FileExistsError, OSError) as e:
+            raise SystemExit(str(e)) from e
         (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
-    writer = SummaryWriter(str(run_dir), purge_step=update if resume else None)
+        run = Run(args, generator, schedule, model, learner, run_dir)
+        run.save()
+        return run
+    model.load_state_dict(resume["model"])
+    learner.load_state_dict(resume["learner"])
+    runs.set_rng_state(resume["rng"])
+    update = int(resume.get("update", resume["learner"].get("step", 0)))
+    return Run(
+        args, generator, schedule, model, learner, run_dir_of(args.resume), update,
+        int(resume.get("env_steps", 0)),
+    )  # fmt: skip
+
+
+def eval_sets(args: Args, generator: TokenGenerator, held_out: TokenBatch | None):
+    """Validation sets (a token file's held-out sets, never training ones) and 8 shown sets."""
+    if held_out is not None:
+        n = args.eval_instances
+        val = TokenBatch(held_out.tokens[:n], held_out.num_tokens[:n])
+    else:
+        val = generator.sample(np.random.default_rng([args.seed, 2**31 - 1]), args.eval_instances)
+    return val, generator.sample(np.random.default_rng([args.seed, 2**31 - 2]), 8)
+
+
+def play(run: Run, venv: HTMVectorEnv, collector: EpisodeCollector, skips: int) -> EpisodeBatch:
+    """This update's episodes under its curriculum stage."""
+    i, _ = run.schedule.stage_at(run.update)
+    stage = run.schedule.stages[i]
+    venv.set_max_merges(stage.merges or None)
+    venv.set_noise_std(stage.noise_std)
+    seed = round_seed(run.args.seed, run.update, skips)
+    before = collector.env_steps
+    if stage.merges == 0:
+        episodes = collector.reset_round(seed=seed)
+    elif run.args.group_size > 1:
+        episodes = collector.collect_group_round(run.learner, seed, run.args.group_size)
+    else:
+        episodes = collector.collect_round(run.learner, seed=seed)
+    run.env_steps += collector.env_steps - before
+    return episodes
+
+
+def log_update(writer: SummaryWriter, run: Run, metrics: dict[str, float], step: int, first: int):
+    for k, v in metrics.items():
+        writer.add_scalar(k if "/" in k else f"learner/{k}", v, step)
+    writer.add_scalar("train/stage", run.schedule.stage_at(step)[0], step)
+    writer.add_scalar("train/env_steps", run.env_steps, step)
+    rate = (run.update - first) / max(time.perf_counter() - run.started, 1e-9)
+    writer.add_scalar("train/updates_per_s", rate, step)
+
+
+def log_eval(writer: SummaryWriter, run: Run, val: TokenBatch, step: int) -> None:
+    result = evaluate(run.model, run.generator, val, Greedy(run.learner), seed=run.args.seed)
+    writer.add_scalar("eval/recovered", result["recovered"], step)
+    writer.add_scalar("eval/bracket_f1", result["bracket_f1"], step)
+    writer.add_scalar("eval/recon_mse_px", result["recon_mse_pooled"], step)
+    writer.add_scalar("eval/recon_mse_px_per_instance", result["recon_mse"], step)
+    writer.add_scalar("eval/classifier_accuracy", result["classifier"]["accuracy"], step)
+
+
+class StopSignals:
+    """SIGINT/SIGTERM during training finish the current update, save and exit: a run never
+    loses more than one update to an interrupt."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __enter__(self) -> StopSignals:
+        self.previous = {s: signal.signal(s, self._note) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _note(self, signum: int, frame) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def train(run: Run, writer: SummaryWriter, val: TokenBatch, shown: TokenBatch, stop: StopSignals):
+    args, total = run.args, run.schedule.total_steps
+    end = total if not args.max_updates else min(total, run.update + args.max_updates)
+    venv = HTMVectorEnv(
+        args.num_envs, dataset=run.generator, model=run.model, reward=args.reward,
+        array_type="torch", device=next(run.model.parameters()).device,
+    )  # fmt: skip
+    collector = EpisodeCollector(venv)
+    bar = tqdm(total=total, initial=run.update, disable=not args.progress, dynamic_ncols=True)
+    first, skips = run.update, 0
+    while run.update < end and stop.received is None:
+        step = run.update
+        metrics = run.learner.update(play(run, venv, collector, skips))
+        skips = skips + 1 if metrics.get("train/skipped") else 0
+        check_skips(skips, step, args.max_skips)
+        run.update += 0 if skips else 1
+        log_update(writer, run, metrics, step, first)
+        bar.update(0 if skips else 1)
+        bar.set_postfix(recon_px=f"{metrics.get('recon/mse_px', float('nan')):.3g}")
+        done = run.update == total
+        if run.update % args.checkpoint_every == 0 or run.update == end or stop.received:
+            run.save()  # before the evaluation, so a failing evaluation loses nothing
+        if args.eval_every and (run.update % args.eval_every == 0 or done):
+            log_eval(writer, run, val, step)
+        if args.image_every and (run.update % args.image_every == 0 or done):
+            log_images(writer, run.model, run.generator, shown, run.learner, step)
+    bar.close()
+
+
+def check_skips(skips: int, step: int, max_skips: int) -> None:
+    if skips:
+        tqdm.write(f"update {step}: non-finite loss or gradient, update skipped ({skips} in a row)")
+    if skips >= max_skips:
+        raise SystemExit(
+            f"stopping: {skips} consecutive non-finite updates at update {step}; "
+            "lower --lr or check the data"
+        )
+
+
+def main(args: Args) -> Path:
+    args, resume = with_resume(args)
+    check_args(args)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # Tiny gradients and Adam moments go subnormal late in training, and CPU arithmetic on
+    # subnormals is slow (a late crosses update: 100 ms vs 59 ms flushed, one thread).
+    # Flushing sets values below ~1e-38 to 0, far below what the losses resolve; no-op on CUDA.
+    torch.set_flush_denormal(True)
+    generator, held_out = training_data(args)
+    args = resolve_defaults(args, generator)
+    schedule, model, learner = build(args, generator, device)
+    val, shown = eval_sets(args, generator, held_out)
+    run = start_run(args, generator, schedule, model, learner, resume)
+    writer = SummaryWriter(str(run.run_dir), purge_step=run.update if resume else None)
     if resume is None:
         table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    if held_out is not None:  # a token file: validate on held-out sets, never training ones
-        val = TokenBatch(
-            held_out.tokens[: args.eval_instances], held_out.num_tokens[: args.eval_instances]
-        )
-    else:
-        val = generator.sample(np.random.default_rng([args.seed, 2**31 - 1]), args.eval_instances)
-    shown = generator.sample(np.random.default_rng([args.seed, 2**31 - 2]), 8)
-
-    total, skips, venv, stage_idx = schedule.total_steps, 0, None, -1
-    end = total if not args.max_updates else min(total, update + args.max_updates)
-    bar = tqdm(total=total, initial=update, disable=not args.progress, dynamic_ncols=True)
-    start, first = time.perf_counter(), update
-    while update < end:
-        i, _ = schedule.stage_at(update)
-        if i != stage_idx:  # a new curriculum stage: an env with that stage's merge budget
-            stage_idx, merges = i, schedule.stages[i].merges
-            venv = HTMVectorEnv(
-                args.num_envs,
-                dataset=generator,
-                model=model,
-                max_merges=merges or None,
-                reward=args.reward,
-                noise_std=schedule.stages[i].noise_std,
-                array_type="torch",
-                device=device,
-            )
-            collector = EpisodeCollector(venv, seed=round_seed(args.seed, 10**9 + i))
-        seed = round_seed(args.seed, update, skips)
-        before = collector.env_steps
-        if schedule.stages[i].merges == 0:
-            episodes = collector.reset_round(seed=seed)
-        elif args.group_size > 1:
-            episodes = collector.collect_group_round(learner, seed, args.group_size)
-        else:
-            episodes = collector.collect_round(learner, seed=seed)
-        env_steps += collector.env_steps - before
-        step = update
-        metrics = {
-            k if "/" in k else f"learner/{k}": v for k, v in learner.update(episodes).items()
-        }
-        skips = skips + 1 if metrics.get("train/skipped") else 0
-        update += 0 if skips else 1
-        if skips:
-            tqdm.write(
-                f"update {step}: non-finite loss or gradient, update skipped ({skips} in a row)"
-            )
-            if skips >= args.max_skips:
-                raise SystemExit(
-                    f"stopping: {skips} consecutive non-finite updates at update {step}; "
-                    "lower --lr or check the data"
-                )
-        for k, v in metrics.items():
-            writer.add_scalar(k, v, step)
-        writer.add_scalar("train/stage", i, step)
-        writer.add_scalar("train/env_steps", env_steps, step)
-        writer.add_scalar(
-            "train/updates_per_s",
-            (update - first) / max(time.perf_counter() - start, 1e-9),
-            step,
-        )
-        bar.update(1)
-        bar.set_postfix(
-            stage=i,
-            recon_px=f"{metrics.get('recon/mse_px', float('nan')):.3g}",
-            entropy=f"{metrics.get('policy/entropy', 0):.2f}",
-        )
-        done = update == total
-        if args.eval_every and (update % args.eval_every == 0 or done):
-            result = evaluate(model, generator, val, Greedy(learner), seed=args.seed)
-            writer.add_scalar("eval/recovered", result["recovered"], step)
-            writer.add_scalar("eval/bracket_f1", result["bracket_f1"], step)
-            writer.add_scalar("eval/recon_mse_px", result["recon_mse_pooled"], step)
-            writer.add_scalar("eval/recon_mse_px_per_instance", result["recon_mse"], step)
-            writer.add_scalar("eval/classifier_accuracy", result["classifier"]["accuracy"], step)
-        if args.image_every and (update % args.image_every == 0 or done):
-            log_images(writer, model, generator, shown, learner, step)
-        if update % args.checkpoint_every == 0 or update == end:
-            runs.save(
-                run_dir / "checkpoint.pt",
-                {
-                    "config": asdict(config),
-                    "model": model.state_dict(),
-                    "learner": learner.state_dict(),
-                    "update": update,
-                    "env_steps": env_steps,
-                    "schedule": schedule.to_dict(),
-                    "args": asdict(args),
-                    "rng": runs.rng_state(),
-                    "env_id": args.env_id,
-                    "wall_time_s": time.perf_counter() - start,
-                },
-            )
-    bar.close()
+    with StopSignals() as stop:
+        train(run, writer, val, shown, stop)
     writer.close()
-    print(
-        f"run directory: {run_dir}  ({update}/{total} updates, "
-        f"{time.perf_counter() - start:.0f}s this invocation)"
-    )
-    return run_dir
+    seconds = time.perf_counter() - run.started
+    done = f"{run.update}/{schedule.total_steps} updates, {seconds:.0f}s this invocation"
+    print(f"run directory: {run.run_dir}  ({done})")
+    if stop.received is not None:
+        print(f"interrupted and saved; resume: python train/reinforce.py --resume {run.run_dir}")
+        raise SystemExit(128 + stop.received)
+    return run.run_dir
 
 
 if __name__ == "__main__":

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from htm_gym.datasets import TokenGenerator
-from htm_gym.envs.sim import draw_episode, make_sim
+from htm_gym.envs.sim import EnvConfig, draw_episode, make_sim
 from htm_gym.nets import HTMModel
 
 RESET_OPTIONS = ("tokens",)
@@ -68,6 +66,7 @@ class HTMEnv(gym.Env):
     after ``step_limit`` steps counting illegal ones (default 4 S).
 
     ## Arguments
+    All keyword-only (the fields of :class:`~htm_gym.envs.sim.EnvConfig`, plus rendering):
     - ``dataset``: "crosses", "trees" or a :class:`~htm_gym.datasets.TokenGenerator`;
       ``dataset_kwargs`` configure a named one (e.g. ``{"num_crosses": (1, 2)}``,
       ``{"variant": "wide"}``).
@@ -90,44 +89,14 @@ class HTMEnv(gym.Env):
 
     def __init__(
         self,
-        dataset: str | TokenGenerator = "crosses",
-        dataset_kwargs: dict[str, Any] | None = None,
-        model: HTMModel | None = None,
-        checkpoint: str | Path | None = None,
-        embed_dim: int | None = None,
-        hidden_dim: int = 256,
-        noise_std: float | None = None,
-        model_seed: int | None = 0,
-        max_merges: int | None = None,
-        illegal_action: str = "penalize",
-        illegal_penalty: float = 1.0,
-        step_limit: int | None = None,
-        device: str | torch.device = "cpu",
-        reward: str = "one_step",
-        max_tokens: int | None = None,
+        *,
         render_mode: str | None = None,
         render_tree: bool = True,
+        **kwargs: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.sim = make_sim(
-            1,
-            dataset,
-            dataset_kwargs,
-            model,
-            checkpoint,
-            embed_dim,
-            hidden_dim,
-            noise_std,
-            model_seed,
-            max_merges,
-            illegal_action,
-            illegal_penalty,
-            step_limit,
-            device,
-            reward,
-            max_tokens,
-        )
+        self.sim = make_sim(1, EnvConfig.of("HTMEnv", kwargs))
         self.generator = self.sim.generator
         self.observation_space = self.sim.observation_space()
         self.action_space = self.sim.action_space()

@@ -8,7 +8,7 @@ split out into :func:`draw_episode` so the single env and the vector env draw id
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -216,9 +216,7 @@ class MergeSim:
         num_slots: int | None = None,
     ) -> None:
         self.model = model
-        self.noise_std = model.config.noise_std if noise_std is None else float(noise_std)
-        if not self.noise_std >= 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+        self.set_noise_std(noise_std)
         self.generator = generator
         self.options = options
         self.num_envs = num_envs
@@ -281,6 +279,13 @@ class MergeSim:
             self.forest_loss[idx] = core.forest_loss(self.model, fresh)
         self.episode_steps[idx] = torch.zeros(n, dtype=torch.long, device=self.device)
         self.rewards[idx] = 0.0
+
+    def set_noise_std(self, noise_std: float | None) -> None:
+        """Std of the node noise of episodes reset from now on (None: the model's own)."""
+        std = self.model.config.noise_std if noise_std is None else float(noise_std)
+        if not std >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+        self.noise_std = std
 
     def set_max_merges(self, max_merges: int | None) -> None:
         """A new merge budget, applied from the next step (see ``check_options``)."""
@@ -372,30 +377,48 @@ class MergeSim:
         return np.array([slot_of.get(int(owner[i]), 0) for i in range(p)])
 
 
-def make_sim(
-    num_envs: int,
-    dataset: str | TokenGenerator,
-    dataset_kwargs: dict | None,
-    model: HTMModel | None,
-    checkpoint: str | Path | None,
-    embed_dim: int | None,
-    hidden_dim: int,
-    noise_std: float,
-    model_seed: int | None,
-    max_merges: int | None,
-    illegal_action: str,
-    illegal_penalty: float,
-    step_limit: int | None,
-    device: str | torch.device,
-    reward: str = "one_step",
-    max_tokens: int | None = None,
-) -> MergeSim:
-    """The validated dynamics behind both env faces (their shared constructor arguments)."""
-    generator = build_generator(dataset, dataset_kwargs)
-    slots = check_slots(max_tokens, generator)
-    model = build_model(generator, model, checkpoint, embed_dim, hidden_dim, model_seed, device)
-    options = check_options(slots, max_merges, illegal_action, illegal_penalty, step_limit, reward)
-    return MergeSim(model, generator, num_envs, options, noise_std, slots)
+@dataclass(frozen=True)
+class EnvConfig:
+    """The arguments of both env faces, ``HTMEnv`` and ``HTMVectorEnv`` (documented in
+    ``HTMEnv``'s docstring); validated when the dynamics are built (:func:`make_sim`)."""
+
+    dataset: str | TokenGenerator = "crosses"
+    dataset_kwargs: dict | None = None
+    model: HTMModel | None = None
+    checkpoint: str | Path | None = None
+    embed_dim: int | None = None
+    hidden_dim: int = 256
+    noise_std: float | None = None
+    model_seed: int | None = 0
+    max_merges: int | None = None
+    illegal_action: str = "penalize"
+    illegal_penalty: float = 1.0
+    step_limit: int | None = None
+    device: str | torch.device = "cpu"
+    reward: str = "one_step"
+    max_tokens: int | None = None
+
+    @classmethod
+    def of(cls, face: str, kwargs: dict) -> EnvConfig:
+        """The config of an env's keyword arguments; unknown names are a TypeError."""
+        unknown = sorted(set(kwargs) - {f.name for f in fields(cls)})
+        if unknown:
+            names = ", ".join(f.name for f in fields(cls))
+            raise TypeError(f"{face} got unknown argument(s) {unknown}; it takes {names}")
+        return cls(**kwargs)
+
+
+def make_sim(num_envs: int, c: EnvConfig) -> MergeSim:
+    """The validated dynamics behind both env faces."""
+    generator = build_generator(c.dataset, c.dataset_kwargs)
+    slots = check_slots(c.max_tokens, generator)
+    model = build_model(
+        generator, c.model, c.checkpoint, c.embed_dim, c.hidden_dim, c.model_seed, c.device
+    )
+    options = check_options(
+        slots, c.max_merges, c.illegal_action, c.illegal_penalty, c.step_limit, c.reward
+    )
+    return MergeSim(model, generator, num_envs, options, c.noise_std, slots)
 
 
 def check_slots(max_tokens: int | None, generator: TokenGenerator) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,9 +11,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from htm_gym.datasets import TokenGenerator
 from htm_gym.envs.env import HTMEnv
-from htm_gym.envs.sim import EpisodeRecord, draw_episode, make_sim
+from htm_gym.envs.sim import EnvConfig, EpisodeRecord, draw_episode, make_sim
 from htm_gym.nets import HTMModel
 
 ARRAY_TYPES = ("numpy", "torch")
@@ -55,25 +53,12 @@ class HTMVectorEnv(VectorEnv):
     def __init__(
         self,
         num_envs: int,
-        dataset: str | TokenGenerator = "crosses",
-        dataset_kwargs: dict[str, Any] | None = None,
-        model: HTMModel | None = None,
-        checkpoint: str | Path | None = None,
-        embed_dim: int | None = None,
-        hidden_dim: int = 256,
-        noise_std: float | None = None,
-        model_seed: int | None = 0,
-        max_merges: int | None = None,
-        illegal_action: str = "penalize",
-        illegal_penalty: float = 1.0,
-        step_limit: int | None = None,
-        device: str | torch.device = "cpu",
-        reward: str = "one_step",
-        max_tokens: int | None = None,
+        *,
         render_mode: str | None = None,
         render_tree: bool = True,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         array_type: str = "numpy",
+        **kwargs: Any,
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -84,24 +69,7 @@ class HTMVectorEnv(VectorEnv):
             raise ValueError(f"array_type must be one of {ARRAY_TYPES}, got {array_type!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.sim = make_sim(
-            num_envs,
-            dataset,
-            dataset_kwargs,
-            model,
-            checkpoint,
-            embed_dim,
-            hidden_dim,
-            noise_std,
-            model_seed,
-            max_merges,
-            illegal_action,
-            illegal_penalty,
-            step_limit,
-            device,
-            reward,
-            max_tokens,
-        )
+        self.sim = make_sim(num_envs, EnvConfig.of("HTMVectorEnv", kwargs))
         self.generator = self.sim.generator
         self.num_envs = num_envs
         self.metadata = {**self.metadata, "autoreset_mode": mode}
@@ -196,6 +164,10 @@ class HTMVectorEnv(VectorEnv):
         """Change the merge budget (a curriculum stage) without rebuilding the env; it
         applies from the next step, so call it between episodes (e.g. before a reset)."""
         self.sim.set_max_merges(max_merges)
+
+    def set_noise_std(self, noise_std: float | None) -> None:
+        """Std of the node noise of episodes reset from now on (None: the model's own)."""
+        self.sim.set_noise_std(noise_std)
 
     def action_masks(self) -> np.ndarray:
         """Legal actions, bool (num_envs, S*S) (sb3-contrib's convention)."""

@@ -27,6 +27,7 @@ from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 from htm_gym.datasets import TokenBatch
+from htm_gym.files import atomic_save
 from htm_gym.generation.parts import PartsSampler
 from htm_gym.nets import HTMModel
 
@@ -148,11 +149,8 @@ SAMPLERS: dict[str, type] = {
 
 def save_sampler(sampler: RootSampler, path: str | Path) -> None:
     """Write ``{"kind", "state"}`` of plain tensors (loadable with ``weights_only=True``)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: torch.as_tensor(np.asarray(v)) for k, v in sampler.state_dict().items()}
-    torch.save({"kind": sampler.kind, "state": state}, tmp)
-    tmp.replace(path)
+    atomic_save({"kind": sampler.kind, "state": state}, path)
 
 
 def load_sampler(path: str | Path) -> RootSampler:

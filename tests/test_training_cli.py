@@ -1,0 +1,89 @@
+"""train/reinforce.py: interrupts save the run, bad input is refused before any side effect
+(issue 17)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT, load_script
+
+reinforce = load_script("reinforce")
+
+SMALL = dict(num_envs=8, hidden_dim=16, policy_hidden_dim=8, eval_every=0, image_every=0)
+
+
+def _args(tmp_path, **kw):
+    base = dict(SMALL, stage_steps=(1, 1, 1, 1, 1, 3), runs_dir=str(tmp_path), progress=False)
+    return reinforce.Args(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_envs": 0}, "--num-envs 0"),
+        ({"checkpoint_every": 0}, "--checkpoint-every 0"),
+        ({"max_updates": -3}, "--max-updates -3"),
+        ({"eval_instances": 0, "eval_every": 5}, "--eval-instances 0"),
+        ({"run_name": "../.."}, "plain folder name"),
+        ({"run_name": "/tmp/abs"}, "plain folder name"),
+        ({"env_id": "HTM-Nope-v0"}, "unknown env id"),
+        ({"group_size": 3}, "divisor"),
+        ({"device": "gpu"}, "--device 'gpu'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):
+    with pytest.raises(SystemExit, match=message):
+        reinforce.main(_args(tmp_path / "runs", **change))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_new_run_folder_is_resumable_at_once(tmp_path):
+    run = reinforce.main(_args(tmp_path, run_name="r", max_updates=1))
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["update"] == 1
+    again = reinforce.main(reinforce.Args(resume=str(run), max_updates=2, progress=False))
+    assert torch.load(again / "checkpoint.pt", weights_only=False)["update"] == 3
+
+
+def test_resume_refuses_other_flags_and_a_foreign_args_file(tmp_path):
+    run = reinforce.main(_args(tmp_path, run_name="r", max_updates=1))
+    with pytest.raises(SystemExit, match="drop --env-id --lr"):
+        reinforce.main(
+            reinforce.Args(resume=str(run), env_id="HTM-Trees-v0", lr=(1.0,), progress=False)
+        )
+    args = json.loads((run / "args.json").read_text())
+    (run / "args.json").write_text(json.dumps({**args, "env_id": "HTM-Trees-v0"}))
+    with pytest.raises(SystemExit, match=r"disagree on \['env_id'\]"):
+        reinforce.main(reinforce.Args(resume=str(run), progress=False))
+    with pytest.raises(SystemExit, match="--resume"):
+        reinforce.main(reinforce.Args(resume=str(tmp_path / "missing"), progress=False))
+
+
+def test_sigint_saves_the_run_and_says_how_to_resume(tmp_path):
+    cmd = [
+        sys.executable, str(ROOT / "train" / "reinforce.py"), "--stage-steps", "50", "50", "50",
+        "50", "100", "400", "--num-envs", "8", "--hidden-dim", "16", "--eval-every", "0",
+        "--image-every", "0", "--threads", "1", "--runs-dir", str(tmp_path), "--run-name", "s",
+        "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpt = tmp_path / "s" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:  # written at update 0
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, out
+    assert f"--resume {tmp_path / 's'}" in out
+    saved = torch.load(ckpt, weights_only=False)["update"]
+    assert 0 < saved < 700
+    assert not list((tmp_path / "s").glob("*.tmp"))
+    run = reinforce.main(reinforce.Args(resume=str(tmp_path / "s"), max_updates=1, progress=False))
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["update"] == saved + 1
