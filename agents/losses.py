@@ -31,6 +31,9 @@ class Weights:
     loss_power: float = 0.01  # l_p
     recon: float = 1.0
     forest: float = 0.0  # the skip-path loss of every intermediate forest (0: not computed)
+    # L_r pooled over tokens (each instance weighted by P / mean P) rather than averaged per
+    # instance: the same weighting as the pooled reconstruction MSE that is reported.
+    pooled_recon: bool = False
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -73,8 +76,12 @@ def bias_factor(num_tokens: Tensor, depth: float, loss_power: float) -> Tensor:
 
 
 def htm_loss(terms: dict[str, Tensor], num_tokens: Tensor, w: Weights) -> Tensor:
+    recon = terms["recon"]
+    if w.pooled_recon:
+        p = num_tokens.to(recon.dtype)
+        recon = recon * p / p.mean()
     per_instance = (
-        w.recon * terms["recon"]
+        w.recon * recon
         + w.step * terms["step"]
         + w.transport * terms["transport"]
         + w.lifter * terms["lifter"]

@@ -45,6 +45,8 @@ class ReinforceConfig:
     gamma: float = 0.0
     loss_power: float = 0.01
     grad_clip: float = 1.0  # per optimiser group, so one loss cannot shrink another's step
+    # L_r weighted per token, as the pooled reconstruction MSE is (see losses.Weights).
+    pooled_recon: bool = False
     # Recompute each step's pair logits in the backward pass instead of keeping them: memory
     # per step O(S E) instead of O(S^2) (or O(S^2 H) for the MLP scorer); for large P.
     checkpoint_policy: bool = False
@@ -204,6 +206,7 @@ class ReinforceLearner:
             cfg.loss_power,
             stage.lambda_recon,
             stage.lambda_forest,
+            cfg.pooled_recon,
         )
         htm = losses.htm_loss(terms, cat["num_tokens"], weights)
         cls_loss = torch.nn.functional.cross_entropy(cat["cls_logits"], cat["cls_labels"])

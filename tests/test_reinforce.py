@@ -281,3 +281,15 @@ def test_a_stage_with_policy_lr_scale_0_freezes_the_policy_only():
     )
     with pytest.raises(ValueError, match="policy_lr_scale"):
         Stage(merges=None, steps=10, policy_lr_scale=-1.0)
+
+
+def test_pooled_recon_weighs_each_set_by_its_token_count():
+    terms = {k: torch.zeros(2) for k in ("step", "transport", "lifter", "encoder", "forest")}
+    terms["recon"] = torch.tensor([1.0, 4.0])  # per-instance mean squared errors
+    num = torch.tensor([2, 6])
+    w = losses.Weights(depth=1.0, loss_power=0.0)
+    assert float(losses.htm_loss(terms, num, w)) == pytest.approx((1.0 + 4.0) / 2)
+    pooled = losses.htm_loss(
+        terms, num, losses.Weights(depth=1.0, loss_power=0.0, pooled_recon=True)
+    )
+    assert float(pooled) == pytest.approx((2 * 1.0 + 6 * 4.0) / (2 + 6))

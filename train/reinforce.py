@@ -112,6 +112,9 @@ class Args:
     """weight per stage of the skip-path loss of every intermediate forest (tokens decoded
     from the active nodes after each merge but the last), in normalised token units like
     L_r; keeps the decoder good at the forests the skip-path reward judges"""
+    recon_pooling: Literal["instance", "token"] = "instance"
+    """L_r averaged per instance (the report's) or pooled over tokens (each set weighted by
+    its P, as the pooled reconstruction MSE weighs it)"""
     lambda_entropy: float = 3.0
     policy_lr: float = 3e-3
     policy_lr_scale: tuple[float, ...] = (1.0,)
@@ -321,6 +324,7 @@ def build(args: Args, generator: TokenGenerator, device: torch.device):
             gamma=args.gamma,
             loss_power=args.loss_power,
             checkpoint_policy=args.checkpoint_policy,
+            pooled_recon=args.recon_pooling == "token",
         )
         learner = make_learner(args.agent, model, schedule, args.seed, reinforce_config)
     except (ValueError, TypeError) as e:
