@@ -186,7 +186,7 @@ class ReinforceLearner:
         if self.baseline is None:
             self.baseline = RunningBaseline(s - 1, cfg.baseline_size).to(self.device)
         # One replay per token count P: a padded batch would spend the longest episode's
-        # merges on every row (1.65x slower on crosses, `python -m htm_gym.bench`).
+        # merges on every row (1.65x slower on crosses, `python train/bench_env.py`).
         forest = stage.lambda_forest > 0
         parts = [self._replay(g, tau, s, forest) for g in episodes.split_by_tokens()]
         cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

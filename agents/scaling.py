@@ -16,7 +16,7 @@ from agents.policies import Actor, IncrementalActor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
 from agents.schedules import Schedule, Stage
 from agents.scoring import IncrementalPairLogits
-from htm_gym.datasets import TokenBatch, TokenGenerator
+from htm_gym.datasets.uniform import UniformTokens
 from htm_gym.envs.vector_env import HTMVectorEnv
 from htm_gym.nets import HTMConfig, make_model
 
@@ -30,26 +30,6 @@ class ScalingConfig:
     naive_max_seconds: float = 60.0
     threads: int = 0
     device: str = "cpu"
-
-
-class UniformTokens(TokenGenerator):
-    """P tokens (x, y, v) uniform in [0, 16)^3: fixed-size populations for timing."""
-
-    name = "uniform"
-    token_dim = 3
-    image_size = 16.0
-    token_loc = token_scale = 8.0
-
-    def __init__(self, p: int) -> None:
-        self.max_tokens = self.min_tokens = p
-        self.draw_size = 3 * p
-
-    def build(self, draws: np.ndarray) -> TokenBatch:
-        tokens = (16 * draws.reshape(len(draws), self.max_tokens, 3)).astype(np.float32)
-        return TokenBatch(tokens, np.full(len(draws), self.max_tokens))
-
-    def constituents(self, num_tokens: int) -> list[tuple[int, ...]]:
-        return [tuple(range(num_tokens))]
 
 
 def _setup(args: ScalingConfig, p: int, kind: str = "mlp", autoreset: str = "disabled"):

@@ -284,7 +284,7 @@ def test_script_errors(tmp_path):
 
 
 def test_bench_runs():
-    from htm_gym import bench
+    bench = load_script("bench_env")
 
     args = bench.Args(num_envs=4, steps=3, sync_steps=2, datasets=("trees",), padding_batch=64)
     rows = bench.main(args)

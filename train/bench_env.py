@@ -1,7 +1,7 @@
 """Merges per second: native ``HTMVectorEnv`` vs ``SyncVectorEnv`` over ``HTMEnv``.
 
-    python -m htm_gym.bench                       # crosses and trees, 256 envs, CPU
-    python -m htm_gym.bench --num-envs 1024 --device cuda
+    python train/bench_env.py                       # crosses and trees, 256 envs, CPU
+    python train/bench_env.py --num-envs 1024 --device cuda
 
 Both run the same random legal actions (sampled from ``info["action_mask"]`` by one
 vectorised draw) with NEXT_STEP autoreset; a merge is a step whose action was applied.
