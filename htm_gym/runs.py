@@ -4,6 +4,7 @@ env a run was trained on."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from htm_gym.files import atomic_save
 from htm_gym.nets import HTMModel, load_checkpoint, model_from_checkpoint
 
 
-def new_run_dir(runs_dir: str | Path, run_name: str | None, prefix: str) -> Path:
+def new_run_dir(
+    runs_dir: str | Path, run_name: str | None, prefix: str, resumable: bool = False
+) -> Path:
     """A fresh ``runs/<run_name>``; never an existing one (nothing saved is overwritten)."""
     if run_name is not None and not is_plain_name(run_name):
         raise ValueError(f"run name {run_name!r}: a plain folder name, no path parts")
@@ -24,7 +27,8 @@ def new_run_dir(runs_dir: str | Path, run_name: str | None, prefix: str) -> Path
     path = Path(runs_dir) / name
     if path.exists():
         raise FileExistsError(
-            f"run directory {path} already exists: pick another --run-name or --resume it"
+            f"run directory {path} already exists: pick another --run-name"
+            + (" or --resume it" if resumable else "")
         )
     path.mkdir(parents=True)
     return path
@@ -33,6 +37,14 @@ def new_run_dir(runs_dir: str | Path, run_name: str | None, prefix: str) -> Path
 def is_plain_name(name: str) -> bool:
     """A folder name that stays inside the runs folder (no separators, not . or ..)."""
     return bool(name) and name not in (".", "..") and Path(name).name == name and "\\" not in name
+
+
+def check_writable_folder(folder: Path, flag: str) -> None:
+    """Refuse, before any work, an output folder that is missing or not writable."""
+    if not folder.is_dir():
+        raise SystemExit(f"{flag}: folder {folder} does not exist (create it or pick another)")
+    if not os.access(folder, os.W_OK):
+        raise SystemExit(f"{flag}: folder {folder} is not writable (pick another)")
 
 
 def check_args_file(run_dir: Path, stored: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:

@@ -17,6 +17,7 @@ import torch
 import tyro
 
 from htm_gym import core
+from htm_gym.cli import main_or_exit
 from htm_gym.datasets import make_generator
 from htm_gym.envs.vector_env import HTMVectorEnv, make_sync_reference
 from htm_gym.nets import HTMConfig, make_model
@@ -120,4 +121,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main_or_exit(main, tyro.cli(Args))

@@ -15,6 +15,7 @@ import torch
 import tyro
 
 from agents.sb3 import make_algo, make_vec_env
+from htm_gym.cli import main_or_exit
 
 
 @dataclass
@@ -57,4 +58,4 @@ def main(args: Args) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main_or_exit(main, tyro.cli(Args))

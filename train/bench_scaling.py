@@ -23,6 +23,7 @@ import numpy as np
 import tyro
 
 from agents.scaling import ScalingConfig, measure
+from htm_gym.cli import main_or_exit
 from htm_gym.runs import fresh_path
 
 
@@ -94,4 +95,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main_or_exit(main, tyro.cli(Args))

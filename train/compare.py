@@ -29,6 +29,7 @@ from agents import trained
 from agents.sb3 import SB3Actor, env_kwargs, frozen_model, make_algo, make_vec_env
 from agents.schedules import DEFAULT_STAGE_STEPS
 from htm_gym import runs
+from htm_gym.cli import main_or_exit
 from htm_gym.datasets import load_token_file
 from htm_gym.evaluation.rollout import evaluate
 
@@ -188,4 +189,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main_or_exit(main, tyro.cli(Args))

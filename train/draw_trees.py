@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from agents import trained
 from htm_gym import HTMEnv, runs
+from htm_gym.cli import main_or_exit
 
 
 @dataclass
@@ -70,4 +71,4 @@ def main(args: Args) -> Path:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main_or_exit(main, tyro.cli(Args))

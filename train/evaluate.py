@@ -23,6 +23,7 @@ import tyro
 import htm_gym
 from agents import trained
 from htm_gym import runs
+from htm_gym.cli import main_or_exit
 from htm_gym.datasets import (
     TokenBatch,
     TokenFileGenerator,
@@ -73,7 +74,27 @@ class Args:
     generate.py --sampler-kind parts); default: the run's Gaussian mixture"""
 
 
+def check_args(args: Args) -> None:
+    """Ranges and the output folder, before the checkpoint is read or anything evaluated."""
+    small = [
+        f"--{k.replace('_', '-')} {getattr(args, k)}"
+        for k in (
+            "num_instances",
+            "batch_size",
+            "report_samples",
+            "report_instances",
+            "report_roots",
+        )
+        if getattr(args, k) < 1
+    ]
+    if small:
+        raise SystemExit(f"{', '.join(small)}: must be >= 1")
+    if args.output is not None:
+        runs.check_writable_folder(Path(args.output).parent, "--output")
+
+
 def main(args: Args) -> dict:
+    check_args(args)
     model, ckpt = runs.load_trained(args.checkpoint, args.device)
     if args.report and args.report_sampler:  # fail before the evaluation, not after it
         try:
@@ -235,4 +256,4 @@ def print_table(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main_or_exit(main, tyro.cli(Args))

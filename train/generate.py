@@ -24,6 +24,7 @@ import tyro
 
 from agents import trained
 from htm_gym import runs
+from htm_gym.cli import main_or_exit
 from htm_gym.datasets import TokenBatch
 from htm_gym.evaluation.figures import sample_grid
 from htm_gym.files import run_dir_of
@@ -74,15 +75,28 @@ class Args:
     """default: <run>/samples"""
 
 
+def check_args(args: Args) -> None:
+    """Ranges and the output folder, before the checkpoint is read."""
+    positive = ("num_samples", "max_components", "num_roots", "num_train_reference")
+    bad = [
+        f"--{k.replace('_', '-')} {getattr(args, k)} (>= 1)"
+        for k in positive
+        if getattr(args, k) < 1
+    ]
+    if args.max_steps is not None and args.max_steps < 1:
+        bad.append(f"--max-steps {args.max_steps} (>= 1)")
+    if not 0 < args.threshold < 1:
+        bad.append(f"--threshold {args.threshold} (in (0, 1))")
+    if not args.bandwidth >= 0 or args.neighbours < 0 or args.grid < 0:
+        bad.append("--bandwidth, --neighbours and --grid (>= 0)")
+    if bad:
+        raise SystemExit(f"out of range: {', '.join(bad)}")
+    if args.output_dir is not None:
+        runs.check_writable_folder(Path(args.output_dir).parent, "--output-dir")
+
+
 def main(args: Args) -> dict:
-    if args.num_samples < 1:
-        raise SystemExit(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.max_components < 1:
-        raise SystemExit(f"--max-components must be >= 1, got {args.max_components}")
-    if not args.bandwidth >= 0:
-        raise SystemExit(f"--bandwidth must be >= 0, got {args.bandwidth}")
-    if args.neighbours < 0:
-        raise SystemExit(f"--neighbours must be >= 0, got {args.neighbours}")
+    check_args(args)
     model, ckpt = runs.load_trained(args.checkpoint, args.device)
     env_id, generator = runs.checkpoint_env(ckpt)
     if ckpt["args"].get("final_merges") is not None:
@@ -166,4 +180,4 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    main(tyro.cli(Args))
+    main_or_exit(main, tyro.cli(Args))

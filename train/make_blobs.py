@@ -19,6 +19,8 @@ import numpy as np
 import tyro
 from sklearn.datasets import make_blobs
 
+from htm_gym.cli import main_or_exit
+
 
 @dataclass
 class Args:
@@ -71,4 +73,4 @@ def main(args: Args) -> tuple[Path, Path]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main_or_exit(main, tyro.cli(Args))

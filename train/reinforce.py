@@ -29,6 +29,7 @@ from agents.policies import Actor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
 from agents.schedules import Schedule, build_schedule
 from htm_gym import runs
+from htm_gym.cli import main_or_exit
 from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
 from htm_gym.envs.render import policy_diagram, reconstruction_figure
 from htm_gym.envs.sim import default_embed_dim, default_token_scale
@@ -369,9 +370,8 @@ def start_run(args: Args, generator, schedule, model, learner, resume: dict | No
     be resumed), or the resumed run's state."""
     if resume is None:
         try:
-            run_dir = runs.new_run_dir(
-                args.runs_dir, args.run_name, f"{args.env_id}__{args.policy}__{args.seed}"
-            )
+            prefix = f"{args.env_id}__{args.policy}__{args.seed}"
+            run_dir = runs.new_run_dir(args.runs_dir, args.run_name, prefix, resumable=True)
         except (FileExistsError, OSError) as e:
             raise SystemExit(str(e)) from e
         (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
@@ -524,4 +524,4 @@ def main(args: Args) -> Path:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main_or_exit(main, tyro.cli(Args))

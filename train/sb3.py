@@ -25,6 +25,7 @@ from stable_baselines3.common.logger import configure
 import htm_gym
 from agents.sb3 import SB3Actor, env_kwargs, frozen_model, make_algo, make_vec_env
 from htm_gym import runs
+from htm_gym.cli import main_or_exit
 from htm_gym.datasets import load_token_file
 from htm_gym.evaluation.rollout import evaluate
 
@@ -72,12 +73,17 @@ def main(args: Args) -> dict:
         data = load_token_file(args.eval_tokens, generator.token_dim) if args.eval_tokens else None
     except ValueError as e:
         raise SystemExit(str(e)) from e
-    run_dir = runs.new_run_dir(
-        args.runs_dir, args.run_name, f"{args.env_id}__{args.algo}__{args.seed}"
-    )
-    (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+    if args.eval_instances < 1:
+        raise SystemExit(f"--eval-instances must be >= 1, got {args.eval_instances}")
+    # Built before the run folder: a bad checkpoint, device or run name leaves nothing behind.
     venv = make_vec_env(args.env_id, args.num_envs, args.seed, args.vec, **kw)
     agent = make_algo(args.algo, venv, args.seed, args.device)
+    try:
+        prefix = f"{args.env_id}__{args.algo}__{args.seed}"
+        run_dir = runs.new_run_dir(args.runs_dir, args.run_name, prefix)
+    except (FileExistsError, ValueError) as e:
+        raise SystemExit(str(e)) from e
+    (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
     agent.set_logger(configure(str(run_dir), ["tensorboard", "csv"]))
     start = time.perf_counter()
     agent.learn(total_timesteps=args.total_timesteps)
@@ -107,4 +113,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main_or_exit(main, tyro.cli(Args))

@@ -84,13 +84,21 @@ class TokenGenerator(ABC):
         return self.build(draws)
 
 
+# Beyond this, squared errors of the lifted tokens overflow float32 in the merger's losses.
+MAX_TOKEN_ABS = 1e8
+
+
 def validate_tokens(tokens: object, token_dim: int, max_tokens: int) -> np.ndarray:
     """Check a user-supplied token set and return it as float32 (P, T).
 
-    Raises ``ValueError`` naming the problem: wrong rank, wrong token width, fewer than two
-    or more than ``max_tokens`` tokens, or non-finite values.
+    Raises ``ValueError`` naming the problem: a non-real dtype (bool, complex, text), wrong
+    rank, wrong token width, fewer than two or more than ``max_tokens`` tokens, non-finite
+    values, or magnitudes above ``MAX_TOKEN_ABS`` (the model's float32 losses would overflow).
     """
-    arr = np.asarray(tokens, dtype=np.float32)
+    raw = np.asarray(tokens)
+    if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number) or np.iscomplexobj(raw):
+        raise ValueError(f"tokens must be real numbers, got dtype {raw.dtype}")
+    arr = raw.astype(np.float32)
     if arr.ndim != 2:
         raise ValueError(
             f"tokens must have shape (P, {token_dim}) (one row per token), got rank {arr.ndim} "
@@ -105,6 +113,11 @@ def validate_tokens(tokens: object, token_dim: int, max_tokens: int) -> np.ndarr
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(f"tokens must be finite, found {arr[tuple(bad)]} at index {tuple(bad)}")
+    if np.abs(arr).max() > MAX_TOKEN_ABS:
+        raise ValueError(
+            f"tokens must lie within +-{MAX_TOKEN_ABS:g} token units, got {np.abs(arr).max():g} "
+            "(rescale the data, e.g. to pixels)"
+        )
     return arr
 
 

@@ -102,7 +102,7 @@ class HTMEnv(gym.Env):
         self.action_space = self.sim.action_space()
         self.render_mode = render_mode
         self.render_tree = render_tree
-        self._done = True
+        self._done, self._started = True, False
 
     @property
     def model(self) -> HTMModel:
@@ -120,7 +120,7 @@ class HTMEnv(gym.Env):
             self.generator, self.np_random, self.sim.E, options.get("tokens"), self.sim.S
         )
         self.sim.reset_rows(np.zeros(1, dtype=np.int64), [episode])
-        self._done = False
+        self._done, self._started = False, True
         return self._obs(), self._info(illegal=False)
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -136,6 +136,8 @@ class HTMEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Legal actions as a bool vector (sb3-contrib's MaskablePPO convention)."""
+        if not self._started:
+            raise RuntimeError("the env has not been reset: call reset() first")
         return self.sim.action_mask()[0].cpu().numpy().astype(bool)
 
     @property

@@ -93,7 +93,9 @@ def check_options(
 ) -> EnvOptions:
     if reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-    if max_merges is not None and (not isinstance(max_merges, int) or max_merges < 1):
+    if max_merges is not None and (
+        isinstance(max_merges, bool) or not isinstance(max_merges, int) or max_merges < 1
+    ):
         raise ValueError(
             f"max_merges must be None (merge to the root) or an integer >= 1, got {max_merges!r}"
         )
@@ -103,7 +105,11 @@ def check_options(
         raise ValueError(f"illegal_penalty must be finite and >= 0, got {illegal_penalty!r}")
     if step_limit is None:
         step_limit = 4 * max_tokens
-    if not isinstance(step_limit, int) or step_limit < max_tokens - 1:
+    if (
+        isinstance(step_limit, bool)
+        or not isinstance(step_limit, int)
+        or step_limit < max_tokens - 1
+    ):
         raise ValueError(
             f"step_limit must be an integer >= max_tokens - 1 = {max_tokens - 1} "
             f"(else no episode can reach the root), got {step_limit!r}"
@@ -129,6 +135,7 @@ def build_model(
     device: str | torch.device,
 ) -> HTMModel:
     """The env's merger/unmerger: the given module, a checkpoint, or a fresh seeded model."""
+    device = check_device(device)
     if model is not None and checkpoint is not None:
         raise ValueError("pass either model or checkpoint, not both")
     if checkpoint is not None:
@@ -419,6 +426,17 @@ def make_sim(num_envs: int, c: EnvConfig) -> MergeSim:
         slots, c.max_merges, c.illegal_action, c.illegal_penalty, c.step_limit, c.reward
     )
     return MergeSim(model, generator, num_envs, options, c.noise_std, slots)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists here, or a ValueError saying which to use."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a torch device: use 'cpu' or 'cuda'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA device here, use device='cpu'")
+    return dev
 
 
 def check_slots(max_tokens: int | None, generator: TokenGenerator) -> int:

@@ -171,6 +171,7 @@ class HTMVectorEnv(VectorEnv):
 
     def action_masks(self) -> np.ndarray:
         """Legal actions, bool (num_envs, S*S) (sb3-contrib's convention)."""
+        self._check_started()
         return self.sim.action_mask().cpu().numpy().astype(bool)
 
     def render(self) -> tuple[np.ndarray, ...] | None:
@@ -235,6 +236,8 @@ class HTMVectorEnv(VectorEnv):
                 raise ValueError(
                     "options 'tokens' with 'num_tokens' must be (num_envs, S, T) and (num_envs,)"
                 )
+            if num.dtype == np.bool_ or not np.all(np.mod(num, 1) == 0):
+                raise ValueError(f"options['num_tokens'] must be whole numbers, got {num!r}")
             tokens = [arr[i, : int(num[i])] for i in range(len(arr))]
         if len(tokens) != self.num_envs:
             raise ValueError(
@@ -243,9 +246,16 @@ class HTMVectorEnv(VectorEnv):
             )
         return list(tokens)
 
+    def _check_started(self) -> None:
+        if not self._rngs:
+            raise RuntimeError("the vector env has not been reset: call reset() first")
+
     def _check_actions(self, actions: Any) -> torch.Tensor:
+        self._check_started()
         n = self.single_action_space.n
         if isinstance(actions, torch.Tensor):
+            if actions.dtype == torch.bool:
+                raise ValueError("actions must be integers, got a bool tensor")
             acts = actions.to(self.device)
         else:
             arr = np.asarray(actions)

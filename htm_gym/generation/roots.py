@@ -219,10 +219,19 @@ def generate(
     batch_size: int = 8192,
 ) -> Samples:
     """``n`` samples, reproducible from ``seed`` (roots drawn on the CPU with NumPy)."""
+    if n < 1 or max_steps < 1 or not 0 < threshold < 1:
+        raise ValueError(
+            f"need n >= 1, max_steps >= 1 and 0 < threshold < 1; got {n}, {max_steps}, {threshold}"
+        )
     rng = np.random.default_rng(seed)
     if hasattr(sampler, "bind"):  # a sampler that composes roots with the model's networks
         sampler.bind(model)
     roots = sampler.sample(n, rng)
+    if roots.shape[1] != model.embed_dim:
+        raise ValueError(
+            f"the root sampler draws {roots.shape[1]}-d roots, the model embeds in "
+            f"{model.embed_dim} dimensions: use a sampler fitted to this run"
+        )
     dev = next(model.parameters()).device
     parts = [
         unmerge_samples(
