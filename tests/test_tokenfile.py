@@ -38,6 +38,8 @@ def test_generator_splits_normalises_and_knows_the_groups(tokens_file):
         ({"tokens": np.full((2, 4, 2), np.nan), "num_tokens": np.array([2, 2])}, "non-finite"),
         ({"tokens": np.zeros((2, 4, 2)), "num_tokens": np.array([2.5, 3])}, "whole numbers"),
         ({"tokens": np.zeros((2, 4, 2), bool), "num_tokens": np.array([2, 3])}, "numbers"),
+        ({"tokens": np.zeros((2, 4, 2), complex), "num_tokens": np.array([2, 3])}, "numbers"),
+        ({"tokens": np.zeros((0, 4, 2)), "num_tokens": np.zeros(0, int)}, "no token sets"),
     ],
 )
 def test_bad_token_files_are_named(tmp_path, arrays, message):

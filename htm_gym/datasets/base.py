@@ -153,7 +153,8 @@ def token_batch(arrays: dict[str, np.ndarray], path: str) -> TokenBatch:
         raise ValueError(
             f"{path}: token file lacks array(s) {sorted(missing)}; has {sorted(arrays)}"
         )
-    if not np.issubdtype(np.asarray(arrays["tokens"]).dtype, np.number):
+    raw = np.asarray(arrays["tokens"])
+    if raw.dtype == np.bool_ or np.iscomplexobj(raw) or not np.issubdtype(raw.dtype, np.number):
         raise ValueError(
             f"{path}: tokens must be numbers, got {np.asarray(arrays['tokens']).dtype}"
         )
@@ -168,6 +169,8 @@ def token_batch(arrays: dict[str, np.ndarray], path: str) -> TokenBatch:
             f"{path}: expected tokens (n, S, T) and num_tokens (n,), got {tokens.shape} and "
             f"{num.shape}"
         )
+    if len(num) == 0:
+        raise ValueError(f"{path}: holds no token sets (n = 0)")
     if (num < 2).any() or (num > tokens.shape[1]).any():
         raise ValueError(f"{path}: num_tokens must lie in [2, {tokens.shape[1]}]")
     real = np.arange(tokens.shape[1]) < num[:, None]  # (n, S)
