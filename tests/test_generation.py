@@ -175,3 +175,10 @@ def test_node_levels():
     children = np.array([[[0, 1], [2, 3], [4, 5]]])
     levels = node_levels(children, np.array([3]), np.array([4]))
     assert levels.tolist() == [[0, 0, 0, 0, 1, 1, 2]]
+
+
+def test_a_sampler_of_another_width_is_named():
+    model = make_model(HTMConfig(token_dim=2, embed_dim=8, hidden_dim=8), seed=0)
+    sampler = KernelDensityRoots(np.zeros((5, 4), np.float32), bandwidth=0.1)
+    with pytest.raises(ValueError, match="4-d roots"):
+        generate(model, sampler, 3, seed=0, max_steps=5)
