@@ -28,7 +28,7 @@ from htm_gym.nets import HTMModel
 class ReinforceConfig:
     policy: str = "learned"  # learned | heuristic | random
     lambda_entropy: float = 3.0
-    policy_lr: float = 1e-3
+    policy_lr: float = 3e-3
     policy_l2: float = 1e-4
     classifier_lr: float = 1e-3
     temperature_lr: float = 0.05  # heuristic policy's temperature optimiser (report 3.4.3)
@@ -42,7 +42,7 @@ class ReinforceConfig:
     # Credit of a merge: its own reward plus gamma^k times the reward k merges later. 0 is the
     # report's one-step reward; above 0 a merge also answers for the merges it forces later
     # (two crossed pairs are cheap to form but then costly to merge).
-    gamma: float = 0.0
+    gamma: float = 1.0
     loss_power: float = 0.01
     grad_clip: float = 1.0  # per optimiser group, so one loss cannot shrink another's step
     # L_r weighted per token, as the pooled reconstruction MSE is (see losses.Weights).

@@ -169,7 +169,7 @@ def test_linear_skip_round_trip_and_old_checkpoints(tmp_path):
     assert loaded.config.linear_skip
     assert torch.equal(loaded.merge(a, b), model.merge(a, b))
     # checkpoints written before the option existed hold the plain MLPs
-    plain = _model(seed=2)
+    plain = make_model(HTMConfig(token_dim=4, embed_dim=6, hidden_dim=16, linear_skip=False), 2)
     ckpt = {"config": {k: v for k, v in vars(plain.config).items() if k != "linear_skip"}}
     torch.save({**ckpt, "model": plain.state_dict()}, tmp_path / "old.pt")
     assert load_model(tmp_path / "old.pt").merger.skip is None

@@ -168,7 +168,10 @@ def test_non_finite_update_is_skipped():
 
 def test_schedule_shapes():
     s = Schedule(
-        (Stage(0, 10), Stage(1, 10), Stage(None, 80, lr=1e-3, lr_decay=0.5)), lr_floor=1e-4
+        (Stage(0, 10), Stage(1, 10), Stage(None, 80, lr=1e-3, lr_decay=0.5)),
+        lr_floor=1e-4,
+        exploit_start=0.7,
+        exploit_end=0.85,
     )
     assert s.total_steps == 100 and s.stage_at(15) == (1, 5) and s.stage_at(99) == (2, 79)
     assert s.entropy_target(0) == 1.0 and s.entropy_target(50) == pytest.approx(0.3)

@@ -27,7 +27,7 @@ from agents.collector import EpisodeCollector
 from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
-from agents.schedules import Schedule, build_schedule
+from agents.schedules import Schedule, Stage, build_schedule
 from htm_gym import runs
 from htm_gym.cli import main_or_exit
 from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
@@ -62,7 +62,7 @@ class Args:
     """torch CPU threads (0: torch's default)"""
     num_envs: int = 256
     """episodes per update (one per vector-env row)"""
-    group_size: int = 1
+    group_size: int = ReinforceConfig.group_size
     """episodes played on each token set per update (a divisor of --num-envs); above 1, each
     reward is compared with its group's other episodes (leave-one-out baseline); 1: the
     report's running baseline alone, with 256 distinct images per update (the default: crosses
@@ -71,24 +71,24 @@ class Args:
     """the env's reward: minus the merge's one-step unmerging error (report 3.3.1), or the drop
     in the error of every token decoded from the current forest (skip-generative path);
     default: skip_path for trees, else one_step"""
-    gamma: float = 1.0
+    gamma: float = ReinforceConfig.gamma
     """a merge's credit is its reward plus gamma^k times the reward k merges later (0: the
     report's one-step credit)"""
     stage_steps: tuple[int, ...] = ()
     """updates per curriculum stage (stage k: k merges; last: to the root); () = dataset default"""
-    lr: tuple[float, ...] = (2e-3,)
+    lr: tuple[float, ...] = (Stage.lr,)
     """learning rate per stage (one value: all stages)"""
     lr_end: float = 0.05
     """each stage's learning rate decays exponentially to lr * lr_end by its last update"""
-    lr_floor: float = 2e-5
+    lr_floor: float = Schedule.lr_floor
     embed_dim: int | None = None
     """embedding width (default: 48 crosses, 32 trees; for a token file twice the numbers in
     its largest set, at most 128)"""
-    hidden_dim: int = 256
-    policy_hidden_dim: int = 64
+    hidden_dim: int = HTMConfig.hidden_dim
+    policy_hidden_dim: int = HTMConfig.policy_hidden_dim
     policy_kind: Literal["mlp", "bilinear"] = "mlp"
     """pair scorer: the report's MLP, or a bilinear form (cheaper at large P)"""
-    linear_skip: bool = True
+    linear_skip: bool = HTMConfig.linear_skip
     """linear shortcut around the merger/unmerger MLPs; --no-linear-skip gives the report's
     plain three-layer MLPs (about 3x the crosses reconstruction MSE in the default budget,
     7x with the noise off)"""
@@ -96,41 +96,44 @@ class Args:
     """recompute pair logits in the backward pass (memory O(S) per step; for large P)"""
     final_merges: int | None = None
     """merge budget of the last curriculum stage (default: to the root)"""
-    noise_std: float = 0.01
+    noise_std: float = HTMConfig.noise_std
     """std of the node noise (normalised units), kept in the model for evaluation"""
     stage_noise_std: tuple[float, ...] = ()
     """training noise std per stage (one value: all stages; (): --noise-std throughout)"""
     token_scale: float | None = None
     """token units per normalised unit inside the model (default: 8 crosses, else the dataset's)"""
-    lambda_recon: tuple[float, ...] = (1.0,)
+    lambda_recon: tuple[float, ...] = (Stage.lambda_recon,)
     """weight of L_r per stage, L_r measured in normalised token units"""
-    lambda_step: tuple[float, ...] = (0.2,)
-    lambda_transport: tuple[float, ...] = (0.2,)
-    lambda_lifter: tuple[float, ...] = (0.0002,)
+    lambda_step: tuple[float, ...] = (Stage.lambda_step,)
+    lambda_transport: tuple[float, ...] = (Stage.lambda_transport,)
+    lambda_lifter: tuple[float, ...] = (Stage.lambda_lifter,)
     """L2 on lifted tokens (report: 0.01 crosses, 0.0002 trees; the smaller helps here)"""
-    lambda_encoder: tuple[float, ...] = (0.00002,)
-    lambda_forest: tuple[float, ...] = (0.0,)
+    lambda_encoder: tuple[float, ...] = (Stage.lambda_encoder,)
+    lambda_forest: tuple[float, ...] = (Stage.lambda_forest,)
     """weight per stage of the skip-path loss of every intermediate forest (tokens decoded
     from the active nodes after each merge but the last), in normalised token units like
     L_r; keeps the decoder good at the forests the skip-path reward judges"""
     recon_pooling: Literal["instance", "token"] = "instance"
     """L_r averaged per instance (the report's) or pooled over tokens (each set weighted by
     its P, as the pooled reconstruction MSE weighs it)"""
-    lambda_entropy: float = 3.0
-    policy_lr: float = 3e-3
-    policy_lr_scale: tuple[float, ...] = (1.0,)
-    """policy learning-rate multiplier per stage (0: the policy is frozen in that stage)"""
+    lambda_entropy: float = ReinforceConfig.lambda_entropy
+    policy_lr: float = ReinforceConfig.policy_lr
     """policy network's learning rate (decays with the stage's learning-rate factor)"""
-    policy_l2: float = 1e-4
+    policy_lr_scale: tuple[float, ...] = (Stage.policy_lr_scale,)
+    """policy learning-rate multiplier per stage (0: the policy is frozen in that stage)"""
+    policy_l2: float = ReinforceConfig.policy_l2
     """L2 on the policy network's weights (sum of squares)"""
-    working_entropy: float = 0.3
-    entropy_schedule: tuple[float, float, float, float] = (0.05, 0.15, 1.0, 1.0)
+    working_entropy: float = Schedule.working_entropy
+    entropy_schedule: tuple[float, float, float, float] = (
+        Schedule.explore_end,
+        Schedule.working_start,
+        Schedule.exploit_start,
+        Schedule.exploit_end,
+    )
     """fractions of training: end of full exploration (target 1), reach the working entropy,
-    start of the decay to 0, and the target reaching 0. The default holds the working
-    entropy to the end (greedy pairing 0.9989 vs 0.9933 with the report's decay to 0 at
-    0.7-0.85, the other defaults equal); the sampled policy then stays exploratory"""
-    tau_start: float = 0.5
-    loss_power: float = 0.01
+    start of the decay to 0, and the target reaching 0 (default: held to the end)"""
+    tau_start: float = Schedule.tau_start
+    loss_power: float = ReinforceConfig.loss_power
     eval_every: int = 500
     """updates between evaluations on a fixed generated validation set (0: never)"""
     eval_instances: int = 2000
