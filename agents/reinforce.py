@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from agents import losses
 from agents.base import EpisodeBatch
 from agents.policies import POLICIES, Actor, pair_logits
-from agents.schedules import Schedule
+from agents.schedules import Schedule, Stage
 from htm_gym import core
 from htm_gym.nets import HTMModel
 
@@ -173,15 +173,8 @@ class ReinforceLearner:
     # --- learning ----------------------------------------------------------------------
     def update(self, episodes: EpisodeBatch) -> dict[str, float]:
         sched, cfg = self.schedule, self.config
-        i, _ = sched.stage_at(self.step)
-        stage = sched.stages[i]
+        stage = self._set_learning_rates()
         tau, target = sched.tau(self.step), sched.entropy_target(self.step)
-        for group in self.htm_opt.param_groups:
-            group["lr"] = sched.lr(self.step)
-        policy_lr = cfg.policy_lr * stage.policy_lr_scale
-        for opt, base in ((self.policy_opt, policy_lr), (self.cls_opt, cfg.classifier_lr)):
-            for group in opt.param_groups:
-                group["lr"] = base and max(base * sched.lr_factor(self.step), sched.lr_floor)
         s = episodes.tokens.shape[1]
         if self.baseline is None:
             self.baseline = RunningBaseline(s - 1, cfg.baseline_size).to(self.device)
@@ -190,29 +183,67 @@ class ReinforceLearner:
         forest = stage.lambda_forest > 0
         parts = [self._replay(g, tau, s, forest) for g in episodes.split_by_tokens()]
         cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        # What the running buffer normalises into advantages. A group's rows share P, so the
-        # split by P keeps each group consecutive and aligned to multiples of group_size.
+        signal = self._signal(cat, episodes)
+        metrics = self._htm_losses(cat, stage, s)
+        total = metrics["loss/htm"] + metrics["loss/classifier"]
+        entropy, policy = self._policy_loss(cat, signal, target, metrics)
+        if policy is not None:
+            total = total + policy
+        if not torch.isfinite(total) or not self._step(total):
+            return self._skip(metrics)
+        if cfg.policy == "heuristic" and entropy is not None:
+            metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
+        valid = cat["valid"]
+        self.baseline.push(signal, valid)
+        metrics["reward/mean_step"] = (
+            cat["rewards"][valid].mean() if valid.any() else metrics["loss/htm"] * 0
+        )
+        metrics["train/lr"] = torch.tensor(sched.lr(self.step))
+        metrics["train/tau"] = torch.tensor(tau)
+        metrics["train/skipped"] = torch.tensor(0.0)
+        self.step += 1
+        return {k: float(v.detach()) for k, v in metrics.items()}
+
+    def _set_learning_rates(self) -> Stage:
+        """This step's learning rates on every optimiser; returns the current stage."""
+        sched, cfg = self.schedule, self.config
+        stage = sched.stages[sched.stage_at(self.step)[0]]
+        for group in self.htm_opt.param_groups:
+            group["lr"] = sched.lr(self.step)
+        self.policy_lr = cfg.policy_lr * stage.policy_lr_scale
+        for opt, base in ((self.policy_opt, self.policy_lr), (self.cls_opt, cfg.classifier_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base and max(base * sched.lr_factor(self.step), sched.lr_floor)
+        return stage
+
+    def _signal(self, cat: dict[str, Tensor], episodes: EpisodeBatch) -> Tensor:
+        """What the running buffer normalises into advantages. A group's rows share P, so the
+        split by P keeps each group consecutive and aligned to multiples of group_size."""
+        cfg = self.config
         signal = discounted_returns(cat["rewards"], cfg.gamma) if cfg.gamma else cat["rewards"]
         if cfg.group_size > 1 and bool(episodes.lengths.any()):  # stage 0 merges nothing
             self._check_groups(episodes)
             signal = leave_one_out(signal, cat["valid"], cfg.group_size)
+        return signal
+
+    def _htm_losses(self, cat: dict[str, Tensor], stage: Stage, s: int) -> dict[str, Tensor]:
+        """The HTM loss, the classifier's, and what to log of them."""
+        cfg = self.config
         terms = {k: cat[k] for k in ("recon", "step", "transport", "lifter", "encoder", "forest")}
         weights = losses.Weights(
             stage.lambda_step,
             stage.lambda_transport,
             stage.lambda_lifter,
             stage.lambda_encoder,
-            sched.depth(self.step, s - 1),
+            self.schedule.depth(self.step, s - 1),
             cfg.loss_power,
             stage.lambda_recon,
             stage.lambda_forest,
             cfg.pooled_recon,
         )
-        htm = losses.htm_loss(terms, cat["num_tokens"], weights)
         cls_loss = torch.nn.functional.cross_entropy(cat["cls_logits"], cat["cls_labels"])
-        cls_acc = (cat["cls_logits"].argmax(-1) == cat["cls_labels"]).float().mean()
-        metrics = {
-            "loss/htm": htm,
+        return {
+            "loss/htm": losses.htm_loss(terms, cat["num_tokens"], weights),
             "loss/recon": terms["recon"].mean(),
             "loss/step": terms["step"].mean(),
             "loss/transport": terms["transport"].mean(),
@@ -220,47 +251,51 @@ class ReinforceLearner:
             "loss/encoder_l2": terms["encoder"].mean(),
             "loss/forest": terms["forest"].mean(),
             "loss/classifier": cls_loss,
-            "classifier/train_accuracy": cls_acc,
+            "classifier/train_accuracy": (cat["cls_logits"].argmax(-1) == cat["cls_labels"])
+            .float()
+            .mean(),
             "recon/mse_px": terms["recon"].mean() * self.model.token_scale**2,
         }
-        total = htm + cls_loss
-        entropy = None
+
+    def _policy_loss(
+        self, cat: dict[str, Tensor], signal: Tensor, target: float, metrics: dict[str, Tensor]
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """(mean normalised entropy, the policy's loss), None where no merge was made; the
+        heuristic's loss trains its temperature only."""
+        cfg = self.config
         valid, logp, ent = cat["valid"], cat["logp"], cat["entropy"]  # (N, S-1) each
-        if valid.any():
-            entropy = losses.masked_mean(ent, valid)[valid.any(1)].mean()
-            metrics["policy/entropy"] = entropy
-            metrics["policy/entropy_target"] = torch.tensor(target)
-            if cfg.policy == "learned":
-                adv = self.baseline.advantages(signal, valid)
-                pg = -(logp * adv.detach() * valid).sum(1).mean()
-                l2 = sum(p.pow(2).sum() for p in self.policy_parameters())
-                policy = pg + cfg.lambda_entropy * (entropy - target).abs() + cfg.policy_l2 * l2
-                total = total + policy
-                metrics["loss/policy"] = policy
-                metrics["loss/reinforce"] = pg
-            elif cfg.policy == "heuristic":  # only log T has a gradient here
-                total = total + (entropy - target).abs()
-        if not torch.isfinite(total):
-            return self._skip(metrics)
+        if not valid.any():
+            return None, None
+        entropy = losses.masked_mean(ent, valid)[valid.any(1)].mean()
+        metrics["policy/entropy"] = entropy
+        metrics["policy/entropy_target"] = torch.tensor(target)
+        if cfg.policy == "heuristic":  # only log T has a gradient here
+            return entropy, (entropy - target).abs()
+        if cfg.policy != "learned":
+            return entropy, None
+        adv = self.baseline.advantages(signal, valid)
+        pg = -(logp * adv.detach() * valid).sum(1).mean()
+        l2 = sum(p.pow(2).sum() for p in self.policy_parameters())
+        policy = pg + cfg.lambda_entropy * (entropy - target).abs() + cfg.policy_l2 * l2
+        metrics["loss/policy"] = policy
+        metrics["loss/reinforce"] = pg
+        return entropy, policy
+
+    def _step(self, total: Tensor) -> bool:
+        """Backward, clip per optimiser group, step; False (nothing stepped) on a
+        non-finite gradient."""
+        cfg = self.config
         for opt in (self.htm_opt, self.cls_opt, self.policy_opt, self.temp_opt):
             opt.zero_grad(set_to_none=True)
         total.backward()
         norms = [nn.utils.clip_grad_norm_(g, cfg.grad_clip) for g in self._groups()]
         if not all(torch.isfinite(n) for n in norms):
-            return self._skip(metrics)
+            return False
         self.htm_opt.step()
         self.cls_opt.step()
-        if cfg.policy == "learned" and policy_lr > 0:
+        if cfg.policy == "learned" and self.policy_lr > 0:
             self.policy_opt.step()
-        if cfg.policy == "heuristic" and entropy is not None:
-            metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
-        self.baseline.push(signal, valid)
-        metrics["reward/mean_step"] = cat["rewards"][valid].mean() if valid.any() else htm * 0
-        metrics["train/lr"] = torch.tensor(sched.lr(self.step))
-        metrics["train/tau"] = torch.tensor(tau)
-        metrics["train/skipped"] = torch.tensor(0.0)
-        self.step += 1
-        return {k: float(v.detach()) for k, v in metrics.items()}
+        return True
 
     def _check_groups(self, episodes: EpisodeBatch) -> None:
         k, n = self.config.group_size, len(episodes)

@@ -96,18 +96,16 @@ def check_args(args: Args) -> None:
 def main(args: Args) -> dict:
     check_args(args)
     model, ckpt = runs.load_trained(args.checkpoint, args.device)
-    if args.report and args.report_sampler:  # fail before the evaluation, not after it
-        try:
-            kind = load_sampler(args.report_sampler).kind
-        except (FileNotFoundError, ValueError) as e:
-            raise SystemExit(f"--report-sampler: {e}") from e
-        if kind == "parts" and not trained.has_learned_scorer(ckpt):
-            raise SystemExit("--report-sampler: a parts sampler needs a learned-policy run")
+    check_report_sampler(args, ckpt)
     env_id, generator = runs.checkpoint_env(ckpt)
     generator, data, name = test_data(args, ckpt, env_id, generator)
-    policy = ckpt["args"]["policy"]
     max_merges = ckpt["args"].get("final_merges")  # a run trained short of the root
-    results = {"env_id": env_id, "data": name, "policy": policy, "checkpoint": str(args.checkpoint)}
+    results = {
+        "env_id": env_id,
+        "data": name,
+        "policy": ckpt["args"]["policy"],
+        "checkpoint": str(args.checkpoint),
+    }
     modes = [("greedy", True, None), ("sampled", False, None)]
     if args.noise_free:
         modes.append(("greedy_noise_free", True, 0.0))
@@ -125,43 +123,57 @@ def main(args: Args) -> dict:
             model, generator, data, actor, len(data), args.seed, None, max_merges
         )
     print_table(results)
-    run_dir = run_dir_of(args.checkpoint)
-    out = runs.fresh_path(args.output or run_dir / f"eval_{name}.json")
+    out = runs.fresh_path(args.output or run_dir_of(args.checkpoint) / f"eval_{name}.json")
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     if args.report:
-        k = min(args.report_instances, len(data))
-        test = TokenBatch(data.tokens[:k], data.num_tokens[:k])
-        train = generator.sample(np.random.default_rng([args.seed, 1]), args.report_instances)
-        report_dir = runs.fresh_path(run_dir / "report")
-        inputs = ReportInputs(
-            run_dir=run_dir,
-            model=model,
-            generator=generator,
-            greedy=trained.checkpoint_actor(model, ckpt, greedy=True),
-            sampled=trained.checkpoint_actor(
-                model, ckpt, greedy=False, generator=torch.Generator().manual_seed(args.seed)
-            ),
-            test=test,
-            train=train,
-            num_samples=args.report_samples,
-            seed=args.seed,
-            num_roots=args.report_roots,
-            max_merges=max_merges,
-            sampler_path=args.report_sampler,
-        )
-        summary = write_report(report_dir, inputs)
-        results["report"] = summary
-        gen = summary["generation"]
-        if gen.get("validity") is not None:
-            print(
-                f"report -> {report_dir}: generated validity {gen['validity']:.4f}, valid token "
-                f"counts {gen['valid_count_distribution']}, novel "
-                f"{gen['novel_fraction_of_valid']:.3f}"
-            )
-        else:
-            print(f"report -> {report_dir} (generation: {gen})")
+        results["report"] = report(args, model, ckpt, generator, data, max_merges)
     return results
+
+
+def check_report_sampler(args: Args, ckpt: dict) -> None:
+    """A --report-sampler that cannot serve this run fails before the evaluation."""
+    if not (args.report and args.report_sampler):
+        return
+    try:
+        kind = load_sampler(args.report_sampler).kind
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--report-sampler: {e}") from e
+    if kind == "parts" and not trained.has_learned_scorer(ckpt):
+        raise SystemExit("--report-sampler: a parts sampler needs a learned-policy run")
+
+
+def report(args: Args, model, ckpt: dict, generator, data: TokenBatch, max_merges) -> dict:
+    """The report's figures and tables in a fresh <run>/report folder."""
+    run_dir = run_dir_of(args.checkpoint)
+    k = min(args.report_instances, len(data))
+    inputs = ReportInputs(
+        run_dir=run_dir,
+        model=model,
+        generator=generator,
+        greedy=trained.checkpoint_actor(model, ckpt, greedy=True),
+        sampled=trained.checkpoint_actor(
+            model, ckpt, greedy=False, generator=torch.Generator().manual_seed(args.seed)
+        ),
+        test=TokenBatch(data.tokens[:k], data.num_tokens[:k]),
+        train=generator.sample(np.random.default_rng([args.seed, 1]), args.report_instances),
+        num_samples=args.report_samples,
+        seed=args.seed,
+        num_roots=args.report_roots,
+        max_merges=max_merges,
+        sampler_path=args.report_sampler,
+    )
+    report_dir = runs.fresh_path(run_dir / "report")
+    summary = write_report(report_dir, inputs)
+    gen = summary["generation"]
+    if gen.get("validity") is not None:
+        print(
+            f"report -> {report_dir}: generated validity {gen['validity']:.4f}, valid token "
+            f"counts {gen['valid_count_distribution']}, novel {gen['novel_fraction_of_valid']:.3f}"
+        )
+    else:
+        print(f"report -> {report_dir} (generation: {gen})")
+    return summary
 
 
 def test_data(

@@ -95,8 +95,8 @@ def check_args(args: Args) -> None:
         runs.check_writable_folder(Path(args.output_dir).parent, "--output-dir")
 
 
-def main(args: Args) -> dict:
-    check_args(args)
+def load_run(args: Args):
+    """The run's model, generator, greedy actor and root sampler (fitted if needed)."""
     model, ckpt = runs.load_trained(args.checkpoint, args.device)
     env_id, generator = runs.checkpoint_env(ckpt)
     if ckpt["args"].get("final_merges") is not None:
@@ -104,14 +104,13 @@ def main(args: Args) -> dict:
             f"{args.checkpoint} was trained to {ckpt['args']['final_merges']} merges, not to "
             "the root: generation samples roots, so it needs a to-root run"
         )
-    run_dir = run_dir_of(args.checkpoint)
     actor = trained.checkpoint_actor(model, ckpt, greedy=True)
     learned = trained.has_learned_scorer(ckpt)
     no_scorer = f"parts are composed by the learned pair scorer, and {args.checkpoint} has none"
     if args.sampler is None and args.sampler_kind == "parts" and not learned:
         raise SystemExit(f"--sampler-kind parts: {no_scorer}")
     sampler, sampler_path, fitted = run_sampler(
-        run_dir,
+        run_dir_of(args.checkpoint),
         model,
         generator,
         actor,
@@ -127,6 +126,38 @@ def main(args: Args) -> dict:
     print(f"root sampler: {sampler_path} ({'fitted now' if fitted else 'loaded'})")
     if sampler.kind == "parts" and not learned:
         raise SystemExit(f"{sampler_path} is a parts sampler: {no_scorer}")
+    return model, env_id, generator, sampler, sampler_path
+
+
+def reference_sets(args: Args, generator) -> TokenBatch:
+    """What novelty is judged against: fresh training instances and the fitted ones (a
+    kernel density copies exactly those)."""
+    fresh = generator.sample(np.random.default_rng([args.seed, 27182]), args.num_train_reference)
+    fitted_on = fitting_instances(generator, args.num_roots, args.seed)
+    return TokenBatch(
+        np.concatenate([fresh.tokens, fitted_on.tokens]),
+        np.concatenate([fresh.num_tokens, fitted_on.num_tokens]),
+    )
+
+
+def write_samples(args: Args, samples, generator, result: dict) -> Path:
+    out_dir = Path(args.output_dir) if args.output_dir else run_dir_of(args.checkpoint) / "samples"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"samples_{args.num_samples}_seed{args.seed}.npz"
+    stem = runs.fresh_path(out_dir / name, (".png", ".json"))
+    batch = samples.batch
+    np.savez_compressed(
+        stem, tokens=batch.tokens, num_tokens=batch.num_tokens, truncated=samples.truncated
+    )
+    shown = [batch[i] for i in range(min(args.grid, len(batch)))]
+    sample_grid(shown, generator.image_size).savefig(stem.with_suffix(".png"), dpi=100)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    return stem
+
+
+def main(args: Args) -> dict:
+    check_args(args)
+    model, env_id, generator, sampler, sampler_path = load_run(args)
     max_steps = args.max_steps or 2 * (2 * generator.max_tokens - 1)
     start = time.perf_counter()
     try:
@@ -145,30 +176,9 @@ def main(args: Args) -> dict:
         "seconds": seconds,
     }
     if args.score:
-        # The fitted instances too: a kernel density copies exactly those.
-        fresh = generator.sample(
-            np.random.default_rng([args.seed, 27182]), args.num_train_reference
-        )
-        fitted_on = fitting_instances(generator, args.num_roots, args.seed)
-        train = TokenBatch(
-            np.concatenate([fresh.tokens, fitted_on.tokens]),
-            np.concatenate([fresh.num_tokens, fitted_on.num_tokens]),
-        )
+        train = reference_sets(args, generator)
         result |= generation_report(generator, samples.batch, train, samples.truncated)
-    out_dir = Path(args.output_dir) if args.output_dir else run_dir / "samples"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = runs.fresh_path(
-        out_dir / f"samples_{args.num_samples}_seed{args.seed}.npz", (".png", ".json")
-    )
-    np.savez_compressed(
-        stem,
-        tokens=samples.batch.tokens,
-        num_tokens=samples.batch.num_tokens,
-        truncated=samples.truncated,
-    )
-    shown = [samples.batch[i] for i in range(min(args.grid, len(samples.batch)))]
-    sample_grid(shown, generator.image_size).savefig(stem.with_suffix(".png"), dpi=100)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    stem = write_samples(args, samples, generator, result)
     print(f"{args.num_samples} samples in {seconds:.2f}s -> {stem}")
     if args.score and result["validity"] is not None:
         print(
