@@ -2,7 +2,14 @@
 
 from agents.base import EpisodeBatch, Learner
 from agents.collector import EpisodeCollector
-from agents.policies import Actor, HeuristicAgent
-from agents.random_agent import RandomAgent
+from agents.policies import Actor, HeuristicActor
+from agents.random_learner import RandomLearner
 
-__all__ = ["Actor", "EpisodeBatch", "EpisodeCollector", "HeuristicAgent", "Learner", "RandomAgent"]
+__all__ = [
+    "Actor",
+    "EpisodeBatch",
+    "EpisodeCollector",
+    "HeuristicActor",
+    "Learner",
+    "RandomLearner",
+]

@@ -81,7 +81,7 @@ class Actor:
         return sample(logp, self.generator, self.greedy if greedy is None else greedy)
 
 
-class HeuristicAgent(Actor):
+class HeuristicActor(Actor):
     """The report's heuristic policy (section 3.2.3): merge probabilities from minus the
     one-step loss of each pair under ``model``, at ``temperature`` (0 < T; greedy=True for
     argmax). It learns nothing itself; ``train/reinforce.py --policy heuristic`` tunes T."""

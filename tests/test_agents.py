@@ -3,12 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents import EpisodeCollector, Learner, RandomAgent
+from agents import EpisodeCollector, Learner, RandomLearner
 from htm_gym import HTMVectorEnv, core
 
 
-def test_random_agent_is_a_learner_and_acts_legally():
-    agent = RandomAgent(seed=0)
+def test_random_learner_is_a_learner_and_acts_legally():
+    agent = RandomLearner(seed=0)
     assert isinstance(agent, Learner)
     mask = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.int8)
     for _ in range(20):
@@ -23,7 +23,7 @@ def test_random_agent_is_a_learner_and_acts_legally():
 def test_collected_episodes_replay_to_the_env_rewards():
     venv = HTMVectorEnv(8, array_type="torch", hidden_dim=32)
     collector = EpisodeCollector(venv, seed=0)
-    episodes = collector.collect(RandomAgent(seed=1), min_episodes=20)
+    episodes = collector.collect(RandomLearner(seed=1), min_episodes=20)
     assert len(episodes) >= 20
     assert episodes.terminated.all() and torch.equal(episodes.lengths, episodes.num_tokens - 1)
     with torch.no_grad():
@@ -39,13 +39,13 @@ def test_collected_episodes_replay_to_the_env_rewards():
     assert torch.allclose(-losses, episodes.rewards, atol=1e-5)
     assert (state.active.sum(1) == 1).all()
     # the next collection continues the running episodes: no env step is lost
-    more = collector.collect(RandomAgent(seed=2), min_episodes=5)
+    more = collector.collect(RandomLearner(seed=2), min_episodes=5)
     assert len(more) >= 5
 
 
 def test_split_by_tokens_replays_each_group_exactly():
     venv = HTMVectorEnv(16, array_type="torch", hidden_dim=32)
-    episodes = EpisodeCollector(venv, seed=3).collect_round(RandomAgent(seed=4), seed=5)
+    episodes = EpisodeCollector(venv, seed=3).collect_round(RandomLearner(seed=4), seed=5)
     groups = episodes.split_by_tokens()
     assert sorted(int(g.num_tokens[0]) for g in groups) == sorted(set(episodes.num_tokens.tolist()))
     assert sum(len(g) for g in groups) == len(episodes)
@@ -60,10 +60,10 @@ def test_split_by_tokens_replays_each_group_exactly():
 
 
 class _OneInTwoIllegal:
-    """Acts illegally (slot pair (0, 0)) every other step, else like RandomAgent."""
+    """Acts illegally (slot pair (0, 0)) every other step, else like RandomLearner."""
 
     def __init__(self) -> None:
-        self.random, self.calls = RandomAgent(seed=3), 0
+        self.random, self.calls = RandomLearner(seed=3), 0
 
     def act(self, obs, action_mask, greedy=False):
         self.calls += 1
@@ -76,7 +76,7 @@ def test_truncated_episodes_do_not_run_into_each_other(limit):
     """Bug: the collector took a truncated row's reset step for a merge (issue 16)."""
     kwargs = {"max_merges": 1} if limit == "max_merges" else {"step_limit": 5}
     venv = HTMVectorEnv(8, array_type="torch", hidden_dim=32, **kwargs)
-    agent = RandomAgent(seed=1) if limit == "max_merges" else _OneInTwoIllegal()
+    agent = RandomLearner(seed=1) if limit == "max_merges" else _OneInTwoIllegal()
     collector = EpisodeCollector(venv, seed=0)
     episodes = collector.collect(agent, min_episodes=40)
     cap = 1 if limit == "max_merges" else 3  # 5 steps, one in two illegal
@@ -92,12 +92,12 @@ def test_truncated_episodes_do_not_run_into_each_other(limit):
 
 
 def test_heuristic_agent_prefers_the_lowest_one_step_loss():
-    from agents import HeuristicAgent
+    from agents import HeuristicActor
     from agents.policies import all_pair_step_losses
 
     venv = HTMVectorEnv(6, array_type="torch", hidden_dim=32)
     obs, info = venv.reset(seed=0)
-    agent = HeuristicAgent(venv.model, greedy=True)
+    agent = HeuristicActor(venv.model, greedy=True)
     a = agent.act(obs, info["action_mask"])
     losses = all_pair_step_losses(venv.model, obs["nodes"]).flatten(1)
     losses = losses.masked_fill(~info["action_mask"].bool(), float("inf"))
@@ -108,14 +108,14 @@ def test_heuristic_agent_prefers_the_lowest_one_step_loss():
 def test_group_round_plays_each_token_set_in_consecutive_rows():
     venv = HTMVectorEnv(12, array_type="torch", hidden_dim=32)
     collector = EpisodeCollector(venv, seed=0)
-    episodes = collector.collect_group_round(RandomAgent(seed=1), seed=7, group_size=3)
+    episodes = collector.collect_group_round(RandomLearner(seed=1), seed=7, group_size=3)
     tokens = episodes.tokens.view(4, 3, *episodes.tokens.shape[1:])
     assert (tokens == tokens[:, :1]).all() and not (tokens == tokens[:1, :1]).all()
     assert episodes.terminated.all() and not torch.equal(episodes.noise[0], episodes.noise[1])
-    again = EpisodeCollector(venv, seed=0).collect_group_round(RandomAgent(seed=1), 7, 3)
+    again = EpisodeCollector(venv, seed=0).collect_group_round(RandomLearner(seed=1), 7, 3)
     assert torch.equal(again.tokens, episodes.tokens) and torch.equal(again.pairs, episodes.pairs)
     with pytest.raises(ValueError, match="divide"):
-        collector.collect_group_round(RandomAgent(seed=1), seed=7, group_size=5)
+        collector.collect_group_round(RandomLearner(seed=1), seed=7, group_size=5)
 
 
 def test_fresh_path_never_reuses_a_name(tmp_path):

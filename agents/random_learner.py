@@ -10,7 +10,7 @@ from torch import Tensor
 from agents.base import EpisodeBatch
 
 
-class RandomAgent:
+class RandomLearner:
     """Picks a uniformly random legal action per row; learns nothing."""
 
     def __init__(self, seed: int = 0, device: str | torch.device = "cpu") -> None:
