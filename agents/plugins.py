@@ -9,6 +9,7 @@ import importlib
 from torch import Tensor
 
 from agents.base import Learner
+from agents.distributed import Ranks
 from agents.reinforce import ReinforceConfig, ReinforceLearner
 from agents.schedules import Schedule
 from htm_gym.nets import HTMModel
@@ -35,10 +36,14 @@ def make_learner(
     schedule: Schedule,
     seed: int,
     config: ReinforceConfig | None = None,
+    ranks: Ranks | None = None,
 ) -> Learner:
-    """The built-in REINFORCE learner (``spec`` None, with ``config``) or a plug-in."""
+    """The built-in REINFORCE learner (``spec`` None, with ``config``) or a plug-in; only the
+    built-in learner trains data-parallel (``ranks``)."""
     if spec is None:
-        return ReinforceLearner(model, schedule, config, seed=seed)
+        return ReinforceLearner(model, schedule, config, seed=seed, ranks=ranks)
+    if ranks is not None and ranks.distributed:
+        raise ValueError("--agent plug-ins train in one process; launch without torchrun")
     cls = import_learner(spec)
     missing = [
         m

@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from agents import losses
 from agents.base import EpisodeBatch
+from agents.distributed import Ranks
 from agents.policies import POLICIES, Actor, pair_logits
 from agents.schedules import Schedule, Stage
 from htm_gym import core
@@ -131,8 +132,11 @@ class ReinforceLearner:
         schedule: Schedule,
         config: ReinforceConfig | None = None,
         seed: int = 0,
+        ranks: Ranks | None = None,
     ) -> None:
         self.model = model
+        # Data-parallel training: this rank's place; each rank updates from its own rows.
+        self.ranks = ranks or Ranks()
         self.schedule = schedule
         self.config = config or ReinforceConfig()
         self.device = next(model.parameters()).device
@@ -184,17 +188,19 @@ class ReinforceLearner:
         parts = [self._replay(g, tau, s, forest) for g in episodes.split_by_tokens()]
         cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         signal = self._signal(cat, episodes)
+        shared = self._shared_signal(signal, cat, episodes)
         metrics = self._htm_losses(cat, stage, s)
         total = metrics["loss/htm"] + metrics["loss/classifier"]
-        entropy, policy = self._policy_loss(cat, signal, target, metrics)
+        entropy, policy = self._policy_loss(cat, shared, target, metrics)
         if policy is not None:
             total = total + policy
-        if not torch.isfinite(total) or not self._step(total):
+        finite = self.ranks.all_agree(bool(torch.isfinite(total)), self.device)
+        if not finite or not self._step(total):
             return self._skip(metrics)
         if cfg.policy == "heuristic" and entropy is not None:
             metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
         valid = cat["valid"]
-        self.baseline.push(signal, valid)
+        self.baseline.push(shared[0], shared[1])
         metrics["reward/mean_step"] = (
             cat["rewards"][valid].mean() if valid.any() else metrics["loss/htm"] * 0
         )
@@ -226,6 +232,24 @@ class ReinforceLearner:
             signal = leave_one_out(signal, cat["valid"], cfg.group_size)
         return signal
 
+    def _shared_signal(
+        self, signal: Tensor, cat: dict[str, Tensor], episodes: EpisodeBatch
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(signal, valid) of every rank's rows in the order one process would hold them
+        (by P, then by global row), and where this rank's rows sit in it (None: one rank).
+        The running baseline sees exactly what it would see in one process."""
+        if not self.ranks.distributed:
+            return signal, cat["valid"], None
+        n, nums = len(episodes), episodes.num_tokens
+        rows = torch.cat([(nums == p).nonzero().squeeze(1) for p in torch.unique(nums).tolist()])
+        keys = cat["num_tokens"] * (n * self.ranks.world) + self.ranks.rank * n + rows
+        all_keys = self.ranks.gather_rows(keys)
+        order = torch.argsort(all_keys)
+        where = torch.searchsorted(all_keys[order], keys)
+        shared = self.ranks.gather_rows(signal)[order]
+        valid = self.ranks.gather_rows(cat["valid"])[order]
+        return shared, valid, where
+
     def _htm_losses(self, cat: dict[str, Tensor], stage: Stage, s: int) -> dict[str, Tensor]:
         """The HTM loss, the classifier's, and what to log of them."""
         cfg = self.config
@@ -241,7 +265,10 @@ class ReinforceLearner:
             stage.lambda_forest,
             cfg.pooled_recon,
         )
-        cls_loss = torch.nn.functional.cross_entropy(cat["cls_logits"], cat["cls_labels"])
+        cls_loss = self.ranks.global_mean(
+            torch.nn.functional.cross_entropy(cat["cls_logits"], cat["cls_labels"]),
+            len(cat["cls_labels"]),
+        )
         return {
             "loss/htm": losses.htm_loss(terms, cat["num_tokens"], weights),
             "loss/recon": terms["recon"].mean(),
@@ -258,22 +285,29 @@ class ReinforceLearner:
         }
 
     def _policy_loss(
-        self, cat: dict[str, Tensor], signal: Tensor, target: float, metrics: dict[str, Tensor]
+        self,
+        cat: dict[str, Tensor],
+        shared: tuple[Tensor, Tensor, Tensor | None],
+        target: float,
+        metrics: dict[str, Tensor],
     ) -> tuple[Tensor | None, Tensor | None]:
         """(mean normalised entropy, the policy's loss), None where no merge was made; the
         heuristic's loss trains its temperature only."""
         cfg = self.config
         valid, logp, ent = cat["valid"], cat["logp"], cat["entropy"]  # (N, S-1) each
-        if not valid.any():
+        if not valid.any():  # the same on every rank: a curriculum stage without merges
             return None, None
-        entropy = losses.masked_mean(ent, valid)[valid.any(1)].mean()
+        rows = valid.any(1)
+        entropy = self.ranks.global_mean(losses.masked_mean(ent, valid)[rows].mean(), rows.sum())
         metrics["policy/entropy"] = entropy
         metrics["policy/entropy_target"] = torch.tensor(target)
         if cfg.policy == "heuristic":  # only log T has a gradient here
             return entropy, (entropy - target).abs()
         if cfg.policy != "learned":
             return entropy, None
-        adv = self.baseline.advantages(signal, valid)
+        signal, all_valid, where = shared
+        adv = self.baseline.advantages(signal, all_valid)
+        adv = adv if where is None else adv[where]
         pg = -(logp * adv.detach() * valid).sum(1).mean()
         l2 = sum(p.pow(2).sum() for p in self.policy_parameters())
         policy = pg + cfg.lambda_entropy * (entropy - target).abs() + cfg.policy_l2 * l2
@@ -288,6 +322,8 @@ class ReinforceLearner:
         for opt in (self.htm_opt, self.cls_opt, self.policy_opt, self.temp_opt):
             opt.zero_grad(set_to_none=True)
         total.backward()
+        params = [p for group in self._groups() for p in group] + [self.log_temperature]
+        self.ranks.average_gradients(params)
         norms = [nn.utils.clip_grad_norm_(g, cfg.grad_clip) for g in self._groups()]
         if not all(torch.isfinite(n) for n in norms):
             return False

@@ -9,6 +9,7 @@ tensorboard --logdir runs
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -17,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -24,6 +26,7 @@ from tqdm import tqdm
 import htm_gym
 from agents.base import EpisodeBatch, Learner
 from agents.collector import EpisodeCollector
+from agents.distributed import Ranks, ranks_from_env
 from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
@@ -297,7 +300,7 @@ def resolve_defaults(args: Args, generator: TokenGenerator) -> Args:
     )
 
 
-def build(args: Args, generator: TokenGenerator, device: torch.device):
+def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ranks):
     """The curriculum, the model and its learner (the built-in one or a plug-in)."""
     try:
         schedule = build_schedule(
@@ -330,7 +333,7 @@ def build(args: Args, generator: TokenGenerator, device: torch.device):
             checkpoint_policy=args.checkpoint_policy,
             pooled_recon=args.recon_pooling == "token",
         )
-        learner = make_learner(args.agent, model, schedule, args.seed, reinforce_config)
+        learner = make_learner(args.agent, model, schedule, args.seed, reinforce_config, ranks)
     except (ValueError, TypeError) as e:
         raise SystemExit(str(e)) from e
     return schedule, model, learner
@@ -346,11 +349,14 @@ class Run:
     model: HTMModel
     learner: Learner
     run_dir: Path
+    ranks: Ranks = field(default_factory=Ranks)
     update: int = 0
     env_steps: int = 0
     started: float = field(default_factory=time.perf_counter)
 
     def save(self) -> None:
+        if not self.ranks.is_main:  # the state is the same on every rank
+            return
         runs.save(
             self.run_dir / "checkpoint.pt",
             {
@@ -368,17 +374,21 @@ class Run:
         )
 
 
-def start_run(args: Args, generator, schedule, model, learner, resume: dict | None) -> Run:
+def start_run(
+    args: Args, generator, schedule, model, learner, resume: dict | None, ranks: Ranks
+) -> Run:
     """A new run folder with its arguments and an update-0 checkpoint (so any run folder can
-    be resumed), or the resumed run's state."""
+    be resumed), or the resumed run's state. Only the first rank writes."""
     if resume is None:
-        try:
-            prefix = f"{args.env_id}__{args.policy}__{args.seed}"
-            run_dir = runs.new_run_dir(args.runs_dir, args.run_name, prefix, resumable=True)
-        except (FileExistsError, OSError) as e:
-            raise SystemExit(str(e)) from e
-        (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
-        run = Run(args, generator, schedule, model, learner, run_dir)
+        run_dir = Path(args.runs_dir) / (args.run_name or "")
+        if ranks.is_main:
+            try:
+                prefix = f"{args.env_id}__{args.policy}__{args.seed}"
+                run_dir = runs.new_run_dir(args.runs_dir, args.run_name, prefix, resumable=True)
+            except (FileExistsError, OSError) as e:
+                raise SystemExit(str(e)) from e
+            (run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+        run = Run(args, generator, schedule, model, learner, run_dir, ranks)
         run.save()
         return run
     model.load_state_dict(resume["model"])
@@ -386,7 +396,7 @@ def start_run(args: Args, generator, schedule, model, learner, resume: dict | No
     runs.set_rng_state(resume["rng"])
     update = int(resume.get("update", resume["learner"].get("step", 0)))
     return Run(
-        args, generator, schedule, model, learner, run_dir_of(args.resume), update,
+        args, generator, schedule, model, learner, run_dir_of(args.resume), ranks, update,
         int(resume.get("env_steps", 0)),
     )  # fmt: skip
 
@@ -402,12 +412,19 @@ def eval_sets(args: Args, generator: TokenGenerator, held_out: TokenBatch | None
 
 
 def play(run: Run, venv: HTMVectorEnv, collector: EpisodeCollector, skips: int) -> EpisodeBatch:
-    """This update's episodes under its curriculum stage."""
+    """This update's episodes under its curriculum stage: this rank's share of the rows,
+    seeded as those rows of one process would be."""
     i, _ = run.schedule.stage_at(run.update)
     stage = run.schedule.stages[i]
     venv.set_max_merges(stage.merges or None)
     venv.set_noise_std(stage.noise_std)
-    seed = round_seed(run.args.seed, run.update, skips)
+    seed: int | list[int] = round_seed(run.args.seed, run.update, skips)
+    if run.ranks.distributed:
+        first = run.ranks.rank * venv.num_envs
+        seed = [seed + first + k for k in range(venv.num_envs)]
+        # The acting stream of each rank depends on (update, rank) alone, so a run resumes
+        # the same under any number of ranks.
+        run.learner.generator.manual_seed(round_seed(run.args.seed, run.update, skips) + first)
     before = collector.env_steps
     if stage.merges == 0:
         episodes = collector.reset_round(seed=seed)
@@ -415,7 +432,8 @@ def play(run: Run, venv: HTMVectorEnv, collector: EpisodeCollector, skips: int) 
         episodes = collector.collect_group_round(run.learner, seed, run.args.group_size)
     else:
         episodes = collector.collect_round(run.learner, seed=seed)
-    run.env_steps += collector.env_steps - before
+    steps = torch.tensor(float(collector.env_steps - before))
+    run.env_steps += int(run.ranks.sum(steps))
     return episodes
 
 
@@ -456,17 +474,25 @@ class StopSignals:
             signal.signal(s, handler)
 
 
-def train(run: Run, writer: SummaryWriter, val: TokenBatch, shown: TokenBatch, stop: StopSignals):
+def train(
+    run: Run, writer: SummaryWriter, val: TokenBatch, shown: TokenBatch, stop: StopSignals
+) -> bool:
     args, total = run.args, run.schedule.total_steps
     end = total if not args.max_updates else min(total, run.update + args.max_updates)
     venv = HTMVectorEnv(
-        args.num_envs, dataset=run.generator, model=run.model, reward=args.reward,
-        array_type="torch", device=next(run.model.parameters()).device,
-    )  # fmt: skip
+        args.num_envs // run.ranks.world,  # this rank's rows
+        dataset=run.generator,
+        model=run.model,
+        reward=args.reward,
+        array_type="torch",
+        device=next(run.model.parameters()).device,
+    )
     collector = EpisodeCollector(venv)
-    bar = tqdm(total=total, initial=run.update, disable=not args.progress, dynamic_ncols=True)
+    quiet = not (args.progress and run.ranks.is_main)
+    bar = tqdm(total=total, initial=run.update, disable=quiet, dynamic_ncols=True)
     first, skips = run.update, 0
-    while run.update < end and stop.received is None:
+    stopping = False
+    while run.update < end and not stopping:
         step = run.update
         metrics = run.learner.update(play(run, venv, collector, skips))
         skips = skips + 1 if metrics.get("train/skipped") else 0
@@ -476,13 +502,18 @@ def train(run: Run, writer: SummaryWriter, val: TokenBatch, shown: TokenBatch, s
         bar.update(0 if skips else 1)
         bar.set_postfix(recon_px=f"{metrics.get('recon/mse_px', float('nan')):.3g}")
         done = run.update == total
-        if run.update % args.checkpoint_every == 0 or run.update == end or stop.received:
+        # every rank stops at the same update, whichever received the signal
+        stopping = not run.ranks.all_agree(stop.received is None, torch.device("cpu"))
+        if run.update % args.checkpoint_every == 0 or run.update == end or stopping:
             run.save()  # before the evaluation, so a failing evaluation loses nothing
+        if not run.ranks.is_main:
+            continue
         if args.eval_every and (run.update % args.eval_every == 0 or done):
             log_eval(writer, run, val, step)
         if args.image_every and (run.update % args.image_every == 0 or done):
             log_images(writer, run.model, run.generator, shown, run.learner, step)
     bar.close()
+    return stopping
 
 
 def check_skips(skips: int, step: int, max_skips: int) -> None:
@@ -495,10 +526,33 @@ def check_skips(skips: int, step: int, max_skips: int) -> None:
         )
 
 
+class NoWriter:
+    """What ranks other than the first log: nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+def join_ranks(args: Args, device: torch.device) -> tuple[Ranks, torch.device]:
+    """This process's rank under torchrun (one rank otherwise), its device, and the checks
+    that the rows split evenly."""
+    ranks = ranks_from_env(device.type)
+    if device.type == "cuda" and ranks.distributed:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    rows = args.num_envs // ranks.world
+    if args.num_envs % ranks.world or rows % args.group_size:
+        raise SystemExit(
+            f"--num-envs {args.num_envs} must split into {ranks.world} ranks of whole groups "
+            f"of --group-size {args.group_size}"
+        )
+    return ranks, device
+
+
 def main(args: Args) -> Path:
     args, resume = with_resume(args)
     check_args(args)
-    device = resolve_device(args.device)
+    ranks, device = join_ranks(args, resolve_device(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     # Tiny gradients and Adam moments go subnormal late in training, and CPU arithmetic on
@@ -507,22 +561,30 @@ def main(args: Args) -> Path:
     torch.set_flush_denormal(True)
     generator, held_out = training_data(args)
     args = resolve_defaults(args, generator)
-    schedule, model, learner = build(args, generator, device)
+    schedule, model, learner = build(args, generator, device, ranks)
     val, shown = eval_sets(args, generator, held_out)
-    run = start_run(args, generator, schedule, model, learner, resume)
-    writer = SummaryWriter(str(run.run_dir), purge_step=run.update if resume else None)
+    run = start_run(args, generator, schedule, model, learner, resume, ranks)
+    writer = NoWriter()
+    if ranks.is_main:
+        writer = SummaryWriter(str(run.run_dir), purge_step=run.update if resume else None)
     if resume is None:
         table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     with StopSignals() as stop:
-        train(run, writer, val, shown, stop)
+        stopped = train(run, writer, val, shown, stop)
     writer.close()
+    if ranks.distributed:
+        dist.destroy_process_group()
     seconds = time.perf_counter() - run.started
     done = f"{run.update}/{schedule.total_steps} updates, {seconds:.0f}s this invocation"
-    print(f"run directory: {run.run_dir}  ({done})")
-    if stop.received is not None:
-        print(f"interrupted and saved; resume: python train/reinforce.py --resume {run.run_dir}")
-        raise SystemExit(128 + stop.received)
+    if ranks.is_main:
+        print(f"run directory: {run.run_dir}  ({done})")
+    if stopped:
+        if ranks.is_main:
+            print(
+                f"interrupted and saved; resume: python train/reinforce.py --resume {run.run_dir}"
+            )
+        raise SystemExit(128 + (stop.received or signal.SIGTERM))
     return run.run_dir
 
 
