@@ -6,7 +6,7 @@ import torch
 
 from agents.base import Learner
 from agents.plugins import Greedy, make_learner
-from agents.policies import Actor
+from agents.policies import Actor, IncrementalActor
 from agents.schedules import Schedule
 from htm_gym.nets import HTMModel
 
@@ -18,7 +18,7 @@ def has_learned_scorer(ckpt: dict) -> bool:
 
 def checkpoint_actor(
     model: HTMModel, ckpt: dict, greedy: bool, generator: torch.Generator | None = None
-) -> Learner:
+) -> Learner | Actor | IncrementalActor:
     """The trained merge policy of a checkpoint: the built-in policy (the heuristic at its
     tuned temperature), or the plug-in learner rebuilt from its state."""
     agent = ckpt["args"].get("agent")
@@ -31,6 +31,8 @@ def checkpoint_actor(
         learner.load_state_dict(ckpt["learner"])
         return Greedy(learner) if greedy else learner
     policy = ckpt["args"]["policy"]
+    if policy == "learned":  # the same actions, rescoring only the merged slot per step
+        return IncrementalActor(model, greedy=greedy, generator=generator)
     temperature = 1.0
     if policy == "heuristic":
         temperature = float(torch.exp(ckpt["learner"]["log_temperature"]))
