@@ -116,16 +116,3 @@ def test_group_round_plays_each_token_set_in_consecutive_rows():
     assert torch.equal(again.tokens, episodes.tokens) and torch.equal(again.pairs, episodes.pairs)
     with pytest.raises(ValueError, match="divide"):
         collector.collect_group_round(RandomLearner(seed=1), seed=7, group_size=5)
-
-
-def test_fresh_path_never_reuses_a_name(tmp_path):
-    from htm_gym.runs import fresh_path
-
-    (tmp_path / "report").mkdir()  # a directory without a suffix, as evaluate --report writes
-    assert fresh_path(tmp_path / "report") == tmp_path / "report.1"
-    (tmp_path / "report.1").mkdir()
-    assert fresh_path(tmp_path / "report") == tmp_path / "report.2"
-    (tmp_path / "s.npz").touch()
-    (tmp_path / "s.1.png").touch()  # a sibling taken: skip that number too
-    assert fresh_path(tmp_path / "s.npz", (".png",)) == tmp_path / "s.2.npz"
-    assert fresh_path(tmp_path / "free.pt") == tmp_path / "free.pt"
