@@ -166,25 +166,6 @@ def test_non_finite_update_is_skipped():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
-def test_schedule_shapes():
-    s = Schedule(
-        (Stage(0, 10), Stage(1, 10), Stage(None, 80, lr=1e-3, lr_decay=0.5)),
-        lr_floor=1e-4,
-        exploit_start=0.7,
-        exploit_end=0.85,
-    )
-    assert s.total_steps == 100 and s.stage_at(15) == (1, 5) and s.stage_at(99) == (2, 79)
-    assert s.entropy_target(0) == 1.0 and s.entropy_target(50) == pytest.approx(0.3)
-    assert s.entropy_target(99) == 0.0
-    assert s.tau(0) == 0.5 and s.tau(80) == 0.0
-    assert s.lr(20) == 1e-3 and s.lr(30) == 1e-4, "decayed within the stage, floored"
-    assert s.depth(10, 5) == 1.0 and s.depth(25, 5) == 1.5 and s.depth(60, 5) == 5.0
-    with pytest.raises(ValueError):
-        Stage(merges=1, steps=0)
-    with pytest.raises(ValueError):
-        Schedule((Stage(0, 1),), explore_end=0.9, working_start=0.1)
-
-
 def test_baseline_normalises_per_depth():
     b = RunningBaseline(depths=2, size=100)
     r = torch.tensor([[-1.0, -10.0], [-3.0, -30.0]])
