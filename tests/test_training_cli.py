@@ -87,3 +87,18 @@ def test_sigint_saves_the_run_and_says_how_to_resume(tmp_path):
     assert not list((tmp_path / "s").glob("*.tmp"))
     run = reinforce.main(reinforce.Args(resume=str(tmp_path / "s"), max_updates=1, progress=False))
     assert torch.load(run / "checkpoint.pt", weights_only=False)["update"] == saved + 1
+
+
+def test_a_run_resumes_with_the_curriculum_it_ran(tmp_path):
+    """Runs store their resolved stage steps; older runs stored () ("dataset default") and
+    resume with the curriculum in their checkpoint, not with today's default."""
+    run = reinforce.main(_args(tmp_path, run_name="r", max_updates=2))
+    assert json.loads((run / "args.json").read_text())["stage_steps"] == [1, 1, 1, 1, 1, 3]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    ckpt["args"]["stage_steps"] = ()
+    torch.save(ckpt, run / "checkpoint.pt")
+    args = json.loads((run / "args.json").read_text())
+    (run / "args.json").write_text(json.dumps({**args, "stage_steps": []}))
+    again = reinforce.main(reinforce.Args(resume=str(run), progress=False))
+    done = torch.load(again / "checkpoint.pt", weights_only=False)
+    assert done["update"] == 8 and tuple(done["args"]["stage_steps"]) == (1, 1, 1, 1, 1, 3)

@@ -30,7 +30,7 @@ from agents.distributed import Ranks, ranks_from_env
 from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
-from agents.schedules import Schedule, Stage, build_schedule
+from agents.schedules import Schedule, Stage, build_schedule, default_stage_steps
 from htm_gym import runs
 from htm_gym.cli import main_or_exit
 from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
@@ -240,6 +240,8 @@ def with_resume(args: Args) -> tuple[Args, dict | None]:
     for key in ("embed_dim", "token_scale"):  # older runs stored None: "dataset default"
         if stored.get(key) is None:
             stored[key] = resume["config"][key]
+    if not stored.get("stage_steps"):  # older runs stored (): the curriculum they ran
+        stored["stage_steps"] = tuple(st["steps"] for st in resume["schedule"]["stages"])
     overrides = {k: getattr(args, k) for k in RESUME_OVERRIDES}
     overrides["device"] = args.device if args.device != Args.device else stored.get("device")
     return replace(Args(**stored), **overrides), resume
@@ -292,8 +294,12 @@ def resolve_defaults(args: Args, generator: TokenGenerator) -> Args:
     cannot alter a resumed run."""
     if args.tokens:
         args = replace(args, env_id=runs.TOKENS_ENV_ID)
+    steps = args.stage_steps or default_stage_steps(
+        generator.name, generator.max_tokens - 1, generator.min_tokens
+    )
     return replace(
         args,
+        stage_steps=tuple(steps),
         embed_dim=args.embed_dim or default_embed_dim(generator),
         token_scale=args.token_scale or default_token_scale(generator),
         reward=args.reward or DEFAULT_REWARD.get(generator.name, "one_step"),
