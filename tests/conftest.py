@@ -52,3 +52,26 @@ def tokens_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tokens") / "sets.npz"
     np.savez(path, tokens=tokens, num_tokens=num, groups=np.arange(s) // 4)
     return path
+
+
+def small_model(e=3, seed=0):
+    """A tiny HTM model over 2-d tokens (token scale 2), for hand computations."""
+    from htm_gym.nets import HTMConfig, make_model
+
+    cfg = HTMConfig(token_dim=2, embed_dim=e, hidden_dim=8, policy_hidden_dim=8, token_scale=2.0)
+    return make_model(cfg, seed=seed)
+
+
+def fixed_tree(model):
+    """P = 3 tokens, merges (0, 1) -> 3 then (slot 0, slot 2) -> 4, no noise: the final
+    state and the step losses."""
+    import torch
+
+    from htm_gym import core
+
+    tokens = torch.tensor([[[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]]])
+    num = torch.tensor([3])
+    noise = torch.zeros(1, 5, model.embed_dim)
+    pairs = torch.tensor([[[0, 1], [0, 2]]])
+    rep = core.replay(model, tokens, num, noise, pairs, torch.tensor([2]))
+    return rep.state, rep.step_losses

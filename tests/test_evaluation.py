@@ -1,8 +1,14 @@
+"""Scoring merge trees (htm_gym.evaluation): the pooled MSE, structure and classifier
+metrics, the proximity baseline."""
+
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from htm_gym.datasets import TokenBatch
+from htm_gym.evaluation.metrics import classifier_report, structure_scores, tree_constituents
+from htm_gym.evaluation.report import node_levels
 from htm_gym.evaluation.rollout import instance_mse, pooled_mse, squared_errors
 
 
@@ -35,3 +41,23 @@ def test_proximity_baseline_recovers_narrow_subtrees():
     res = evaluate(model, gen, data, actor, batch_size=len(data))
     # Siblings 5.8 px apart, children 13.5 px from their parent, subtrees 39 px apart.
     assert res["recovered"] == 1.0 and res["bracket_f1"] == 2 * 3 / (3 + 6)
+
+
+def test_structure_and_classifier_metrics():
+    # crosses P = 4: (0,1)->4, (2,3)->5, (4,5)->6 recovers both crosses
+    good = np.array([[[0, 1], [2, 3], [4, 5]]])
+    bad = np.array([[[0, 2], [1, 3], [4, 5]]])
+    gold = lambda p: [(0, 1), (2, 3), (0, 1, 2, 3)]  # noqa: E731
+    s = structure_scores(np.concatenate([good, bad]), np.array([3, 3]), np.array([4, 4]), gold)
+    assert s["recovered"].tolist() == [True, False]
+    assert s["f1"][0] == 1.0 and s["f1"][1] == pytest.approx(2 * 1 / 6)
+    assert tree_constituents(good[0], 4)[-1] == frozenset(range(4))
+    rep = classifier_report(np.array([0.9, 0.2, 0.6, 0.1]), np.array([1, 0, 0, 1]))
+    assert rep["accuracy"] == 0.5 and rep["false_positives"] == 1 and rep["false_negatives"] == 1
+
+
+def test_node_levels():
+    # P=4: merge 0+1 -> 4, 2+3 -> 5, 4+5 -> 6
+    children = np.array([[[0, 1], [2, 3], [4, 5]]])
+    levels = node_levels(children, np.array([3]), np.array([4]))
+    assert levels.tolist() == [[0, 0, 0, 0, 1, 1, 2]]

@@ -1,10 +1,11 @@
-"""Losses by hand, the REINFORCE gradient's sign, schedules, and the learner's update."""
+"""The REINFORCE learner: the gradient's sign, baselines, credit, skips, per-stage knobs."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from conftest import fixed_tree as _fixed_tree
+from conftest import small_model as _model
 
 from agents import losses
 from agents.base import EpisodeBatch
@@ -17,76 +18,6 @@ from agents.reinforce import (
 )
 from agents.schedules import Schedule, Stage
 from htm_gym import core
-from htm_gym.evaluation.metrics import classifier_report, structure_scores, tree_constituents
-from htm_gym.nets import HTMConfig, make_model
-
-
-def _model(e=3, seed=0):
-    cfg = HTMConfig(token_dim=2, embed_dim=e, hidden_dim=8, policy_hidden_dim=8, token_scale=2.0)
-    return make_model(cfg, seed=seed)
-
-
-def _fixed_tree(model):
-    """P = 3 tokens, merges (0, 1) -> 3 then (slot 0, slot 2) -> 4, no noise."""
-    tokens = torch.tensor([[[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]]])
-    num = torch.tensor([3])
-    noise = torch.zeros(1, 5, model.embed_dim)
-    pairs = torch.tensor([[[0, 1], [0, 2]]])
-    rep = core.replay(model, tokens, num, noise, pairs, torch.tensor([2]))
-    return rep.state, rep.step_losses
-
-
-def test_htm_terms_by_hand():
-    model = _model()
-    state, step_losses = _fixed_tree(model)
-    tau = 0.25
-    terms = losses.htm_terms(model, state, step_losses, tau)
-    # by hand, node by node
-    x = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]]) / 2.0
-    leaves = model.lifter(x)
-    n3 = model.merger(torch.cat([leaves[0], leaves[1]]))
-    n4 = model.merger(torch.cat([n3, leaves[2]]))
-    s1 = ((model.unmerger(n3) - torch.cat([leaves[0], leaves[1]])) ** 2).mean()
-    s2 = ((model.unmerger(n4) - torch.cat([n3, leaves[2]])) ** 2).mean()
-    d3, d2 = model.unmerger(n4).split(model.embed_dim)
-    d0, d1 = model.unmerger((1 - tau) * d3 + tau * n3).split(model.embed_dim)
-    recon = model.unlifter(torch.stack([d0, d1, d2]))
-    assert torch.allclose(terms["step"][0], (s1 + s2) / 2, atol=1e-6)
-    assert torch.allclose(terms["recon"][0], ((recon - x) ** 2).mean(), atol=1e-6)
-    down = torch.stack([d0, d1, d2, d3])
-    up = torch.stack([leaves[0], leaves[1], leaves[2], n3])
-    assert torch.allclose(
-        terms["transport"][0], ((1 - tau) ** 2 * (down - up) ** 2).mean(), atol=1e-6
-    )
-    assert torch.allclose(terms["lifter"][0], (leaves**2).mean(), atol=1e-6)
-    assert torch.allclose(terms["encoder"][0], (torch.stack([n3, n4]) ** 2).mean(), atol=1e-6)
-    w = losses.Weights(0.2, 0.3, 0.01, 0.001, depth=4.0, loss_power=0.5)
-    total = losses.htm_loss(terms, state.num_tokens, w)
-    fb = (2 / 4) ** 0.5
-    expected = fb * (
-        terms["recon"]
-        + 0.2 * terms["step"]
-        + 0.3 * terms["transport"]
-        + 0.01 * terms["lifter"]
-        + 0.001 * terms["encoder"]
-    )
-    assert torch.allclose(total, expected[0], atol=1e-6)
-    heavier = losses.htm_loss(
-        terms, state.num_tokens, losses.Weights(0.2, 0.3, 0.01, 0.001, 4.0, 0.5, 3.0)
-    )
-    assert torch.allclose(heavier - total, fb * 2.0 * terms["recon"][0], atol=1e-6)
-    logits, labels = core.classifier_inputs(model, state, terms["down"])
-    assert labels.tolist() == [0, 0, 0, 1, 1], "3 leaves, 2 merged nodes"
-    assert logits.shape == (5, 2)
-
-
-def test_normalized_entropy_bounds():
-    legal = torch.tensor([[True, True, True, False]])
-    uniform = losses.masked_log_probs(torch.zeros(1, 4), legal)
-    assert torch.allclose(losses.normalized_entropy(uniform, legal), torch.ones(1))
-    peaked = losses.masked_log_probs(torch.tensor([[50.0, 0, 0, 99]]), legal)
-    assert losses.normalized_entropy(peaked, legal) < 1e-6
-    assert uniform[0, 3].exp() == 0 and torch.isfinite(uniform).all()
 
 
 def _toy_batch(model, good_first: bool, n=64):
@@ -213,19 +144,6 @@ def test_group_baseline_checks_its_groups():
         learner.update(_toy_batch(model, True))  # every row a different token set
 
 
-def test_structure_and_classifier_metrics():
-    # crosses P = 4: (0,1)->4, (2,3)->5, (4,5)->6 recovers both crosses
-    good = np.array([[[0, 1], [2, 3], [4, 5]]])
-    bad = np.array([[[0, 2], [1, 3], [4, 5]]])
-    gold = lambda p: [(0, 1), (2, 3), (0, 1, 2, 3)]  # noqa: E731
-    s = structure_scores(np.concatenate([good, bad]), np.array([3, 3]), np.array([4, 4]), gold)
-    assert s["recovered"].tolist() == [True, False]
-    assert s["f1"][0] == 1.0 and s["f1"][1] == pytest.approx(2 * 1 / 6)
-    assert tree_constituents(good[0], 4)[-1] == frozenset(range(4))
-    rep = classifier_report(np.array([0.9, 0.2, 0.6, 0.1]), np.array([1, 0, 0, 1]))
-    assert rep["accuracy"] == 0.5 and rep["false_positives"] == 1 and rep["false_negatives"] == 1
-
-
 def test_forest_loss_term_is_the_intermediate_skip_path_loss():
     model = _model(seed=4)
     state, _ = _fixed_tree(model)
@@ -265,15 +183,3 @@ def test_a_stage_with_policy_lr_scale_0_freezes_the_policy_only():
     )
     with pytest.raises(ValueError, match="policy_lr_scale"):
         Stage(merges=None, steps=10, policy_lr_scale=-1.0)
-
-
-def test_pooled_recon_weighs_each_set_by_its_token_count():
-    terms = {k: torch.zeros(2) for k in ("step", "transport", "lifter", "encoder", "forest")}
-    terms["recon"] = torch.tensor([1.0, 4.0])  # per-instance mean squared errors
-    num = torch.tensor([2, 6])
-    w = losses.Weights(depth=1.0, loss_power=0.0)
-    assert float(losses.htm_loss(terms, num, w)) == pytest.approx((1.0 + 4.0) / 2)
-    pooled = losses.htm_loss(
-        terms, num, losses.Weights(depth=1.0, loss_power=0.0, pooled_recon=True)
-    )
-    assert float(pooled) == pytest.approx((2 * 1.0 + 6 * 4.0) / (2 + 6))

@@ -1,4 +1,4 @@
-"""Root sampler, classifier-guided unmerging and the validity checkers."""
+"""Root densities and classifier-guided unmerging (htm_gym.generation.roots)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from htm_gym.datasets import CrossesGenerator, TreesGenerator, load_token_file
-from htm_gym.evaluation.report import node_levels
 from htm_gym.generation.roots import (
     GaussianMixtureRoots,
     KernelDensityRoots,
@@ -16,55 +14,11 @@ from htm_gym.generation.roots import (
     save_sampler,
     unmerge_samples,
 )
-from htm_gym.generation.validity import generation_report, novelty, sample_validity
 from htm_gym.nets import HTMConfig, make_model
 
 
 def _model(seed: int = 0):
     return make_model(HTMConfig(token_dim=4, embed_dim=6, hidden_dim=16), seed=seed)
-
-
-def test_crosses_validity_accepts_every_reference_instance(reference_dir):
-    data = load_token_file(str(reference_dir / "crosses_test_20000.npz"))
-    assert sample_validity(CrossesGenerator(), data).all()
-
-
-def test_trees_validity_accepts_every_reference_instance(reference_dir):
-    data = load_token_file(str(reference_dir / "trees_narrow_test_20000.npz"))
-    assert sample_validity(TreesGenerator(), data).all()
-
-
-def test_crosses_validity_rejects_perturbed_instances():
-    gen = CrossesGenerator()
-    data = gen.sample(np.random.default_rng(0), 200)
-    for i in range(len(data)):
-        tokens = data[i].astype(np.float64)
-        assert gen.is_valid(tokens)
-        assert gen.is_valid(tokens[::-1])  # any order
-        moved = tokens.copy()
-        moved[0] += [2.0, 0.0, 2.0, 0.0]  # midpoint 2 px away from its partner's
-        assert not gen.is_valid(moved)
-        longer = tokens.copy()
-        mid = 0.5 * (longer[1, :2] + longer[1, 2:])
-        longer[1] = np.concatenate([mid, mid]) + 1.2 * (longer[1] - np.concatenate([mid, mid]))
-        assert not gen.is_valid(longer)  # length 12 > 10 + 1.5
-        assert not gen.is_valid(tokens[:-1])  # odd count
-    # two segments of one cross 10 degrees apart: too acute
-    rad = np.radians([0.0, 10.0])
-    half = 5 * np.stack([np.cos(rad), np.sin(rad)], 1)
-    assert not gen.is_valid(np.concatenate([64 - half, 64 + half], 1))
-
-
-def test_trees_validity_rejects_perturbed_instances():
-    gen = TreesGenerator()
-    data = gen.sample(np.random.default_rng(1), 50)
-    for i in range(len(data)):
-        tokens = data[i].astype(np.float64)
-        assert gen.is_valid(np.random.default_rng(i).permutation(tokens))
-        moved = tokens.copy()
-        moved[3] += [5.0, 0.0]
-        assert not gen.is_valid(moved)
-        assert not gen.is_valid(tokens[:6])
 
 
 def _sequential_unmerge(model, root, max_steps):
@@ -156,25 +110,6 @@ def test_load_sampler_errors(tmp_path):
         load_sampler(bad)
     with pytest.raises(ValueError, match="finite"):
         GaussianMixtureRoots.fit(np.full((10, 2), np.nan))
-
-
-def test_generation_report_counts_and_novelty():
-    gen = CrossesGenerator()
-    train = gen.sample(np.random.default_rng(0), 300)
-    same = novelty(train, train, radius=0.5)
-    assert not same.any(), "training instances are not novel"
-    fresh = gen.sample(np.random.default_rng(1), 100)
-    assert novelty(fresh, train, radius=0.5).mean() > 0.9
-    rep = generation_report(gen, fresh, train)
-    assert rep["validity"] == 1.0
-    assert set(rep["valid_count_distribution"]) == {2, 4, 6}
-
-
-def test_node_levels():
-    # P=4: merge 0+1 -> 4, 2+3 -> 5, 4+5 -> 6
-    children = np.array([[[0, 1], [2, 3], [4, 5]]])
-    levels = node_levels(children, np.array([3]), np.array([4]))
-    assert levels.tolist() == [[0, 0, 0, 0, 1, 1, 2]]
 
 
 def test_a_sampler_of_another_width_is_named():
