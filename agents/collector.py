@@ -31,7 +31,9 @@ class EpisodeCollector:
         Episodes still running carry over into the next call, so no env step is wasted."""
         if self.obs is None:
             self.obs, self.info = self.venv.reset(seed=self.seed)
-            self.resetting = torch.zeros(self.venv.num_envs, dtype=torch.bool)
+            self.resetting = torch.zeros(
+                self.venv.num_envs, dtype=torch.bool, device=self.venv.device
+            )
         done: list[EpisodeBatch] = []
         count = 0
         while count < min_episodes:

@@ -116,3 +116,14 @@ def test_group_round_plays_each_token_set_in_consecutive_rows():
     assert torch.equal(again.tokens, episodes.tokens) and torch.equal(again.pairs, episodes.pairs)
     with pytest.raises(ValueError, match="divide"):
         collector.collect_group_round(RandomLearner(seed=1), seed=7, group_size=5)
+
+
+def test_an_episode_record_is_not_changed_by_later_steps():
+    venv = HTMVectorEnv(4, array_type="torch", hidden_dim=32, max_merges=1)
+    obs, info = venv.reset(seed=0)
+    obs, _, _, _, info = venv.step(RandomLearner(seed=0).act(obs, info["action_mask"]))
+    record = info["episode_record"]
+    rewards, pairs = record.rewards.clone(), record.state.actions.clone()
+    assert info["_episode_record"].all() and (rewards[:, 0] != 0).all()
+    venv.step(RandomLearner(seed=1).act(obs, info["action_mask"]))  # the autoreset step
+    assert torch.equal(record.rewards, rewards) and torch.equal(record.state.actions, pairs)

@@ -438,7 +438,7 @@ def play(run: Run, venv: HTMVectorEnv, collector: EpisodeCollector, skips: int) 
         episodes = collector.collect_group_round(run.learner, seed, run.args.group_size)
     else:
         episodes = collector.collect_round(run.learner, seed=seed)
-    steps = torch.tensor(float(collector.env_steps - before))
+    steps = torch.tensor(float(collector.env_steps - before), device=venv.device)
     run.env_steps += int(run.ranks.sum(steps))
     return episodes
 
@@ -509,7 +509,7 @@ def train(
         bar.set_postfix(recon_px=f"{metrics.get('recon/mse_px', float('nan')):.3g}")
         done = run.update == total
         # every rank stops at the same update, whichever received the signal
-        stopping = not run.ranks.all_agree(stop.received is None, torch.device("cpu"))
+        stopping = not run.ranks.all_agree(stop.received is None, venv.device)
         if run.update % args.checkpoint_every == 0 or run.update == end or stopping:
             run.save()  # before the evaluation, so a failing evaluation loses nothing
         if not run.ranks.is_main:

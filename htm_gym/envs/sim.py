@@ -285,7 +285,8 @@ class MergeSim:
         if self.options.reward == "skip_path":
             self.forest_loss[idx] = core.forest_loss(self.model, fresh)
         self.episode_steps[idx] = torch.zeros(n, dtype=torch.long, device=self.device)
-        self.rewards[idx] = 0.0
+        # not in place: a record handed out earlier keeps its rewards
+        self.rewards = self.rewards.index_fill(0, idx, 0.0)
 
     def set_noise_std(self, noise_std: float | None) -> None:
         """Std of the node noise of episodes reset from now on (None: the model's own)."""
