@@ -243,7 +243,8 @@ def with_resume(args: Args) -> tuple[Args, dict | None]:
     if not stored.get("stage_steps"):  # older runs stored (): the curriculum they ran
         stored["stage_steps"] = tuple(st["steps"] for st in resume["schedule"]["stages"])
     overrides = {k: getattr(args, k) for k in RESUME_OVERRIDES}
-    overrides["device"] = args.device if args.device != Args.device else stored.get("device")
+    stored_device = stored.get("device", Args.device)
+    overrides["device"] = args.device if args.device != Args.device else stored_device
     return replace(Args(**stored), **overrides), resume
 
 
