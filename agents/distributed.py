@@ -62,9 +62,9 @@ class Ranks:
         if not self.distributed:
             return local_mean
         count = torch.as_tensor(local_count, dtype=local_mean.dtype, device=local_mean.device)
-        total = self.sum(count)
+        total, summed = self.sum(torch.stack([count, local_mean.detach() * count]))  # one call
         surrogate = local_mean * count * self.world / total.clamp(min=1)
-        value = self.sum(local_mean.detach() * count) / total.clamp(min=1)
+        value = summed / total.clamp(min=1)
         return surrogate + (value - surrogate).detach()
 
     def average_gradients(self, params: list[nn.Parameter]) -> None:

@@ -243,11 +243,16 @@ class ReinforceLearner:
         n, nums = len(episodes), episodes.num_tokens
         rows = torch.cat([(nums == p).nonzero().squeeze(1) for p in torch.unique(nums).tolist()])
         keys = cat["num_tokens"] * (n * self.ranks.world) + self.ranks.rank * n + rows
-        all_keys = self.ranks.gather_rows(keys)
+        # One gather of keys, signal and validity side by side, in float64: keys stay exact
+        # (below 2^53) and the float32 signal round-trips unchanged.
+        f64 = torch.float64
+        packed = torch.cat([keys[:, None].to(f64), signal.to(f64), cat["valid"].to(f64)], 1)
+        rows_all = self.ranks.gather_rows(packed)
+        all_keys, d = rows_all[:, 0].long(), signal.shape[1]
         order = torch.argsort(all_keys)
         where = torch.searchsorted(all_keys[order], keys)
-        shared = self.ranks.gather_rows(signal)[order]
-        valid = self.ranks.gather_rows(cat["valid"])[order]
+        shared = rows_all[order, 1 : 1 + d].to(signal.dtype)
+        valid = rows_all[order, 1 + d :] > 0.5
         return shared, valid, where
 
     def _htm_losses(self, cat: dict[str, Tensor], stage: Stage, s: int) -> dict[str, Tensor]:
