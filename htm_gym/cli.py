@@ -14,6 +14,16 @@ DEBUG_ENV = "HTM_GYM_DEBUG"
 USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
 
 
+def flag(name: str) -> str:
+    """The command-line flag of an ``Args`` field: ``num_envs`` -> ``--num-envs``."""
+    return "--" + name.replace("_", "-")
+
+
+def below(args: object, names: tuple[str, ...], minimum: int) -> list[str]:
+    """``--flag value`` for each of ``names`` whose value in ``args`` is below ``minimum``."""
+    return [f"{flag(k)} {getattr(args, k)}" for k in names if getattr(args, k) < minimum]
+
+
 def main_or_exit(main: Callable[[A], object], args: A) -> None:
     """Run ``main(args)``; print ``error: <what> (<how to fix>)`` and exit 2 on a user error."""
     try:

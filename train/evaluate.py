@@ -23,7 +23,7 @@ import tyro
 import htm_gym
 from agents import trained
 from htm_gym import runs
-from htm_gym.cli import main_or_exit
+from htm_gym.cli import below, main_or_exit
 from htm_gym.datasets import (
     TokenBatch,
     TokenFileGenerator,
@@ -76,17 +76,8 @@ class Args:
 
 def check_args(args: Args) -> None:
     """Ranges and the output folder, before the checkpoint is read or anything evaluated."""
-    small = [
-        f"--{k.replace('_', '-')} {getattr(args, k)}"
-        for k in (
-            "num_instances",
-            "batch_size",
-            "report_samples",
-            "report_instances",
-            "report_roots",
-        )
-        if getattr(args, k) < 1
-    ]
+    counts = ("num_instances", "batch_size", "report_samples", "report_instances", "report_roots")
+    small = below(args, counts, 1)
     if small:
         raise SystemExit(f"{', '.join(small)}: must be >= 1")
     if args.output is not None:

@@ -24,7 +24,7 @@ import tyro
 
 from agents import trained
 from htm_gym import runs
-from htm_gym.cli import main_or_exit
+from htm_gym.cli import below, main_or_exit
 from htm_gym.datasets import TokenBatch
 from htm_gym.evaluation.figures import sample_grid
 from htm_gym.files import run_dir_of
@@ -78,11 +78,7 @@ class Args:
 def check_args(args: Args) -> None:
     """Ranges and the output folder, before the checkpoint is read."""
     positive = ("num_samples", "max_components", "num_roots", "num_train_reference")
-    bad = [
-        f"--{k.replace('_', '-')} {getattr(args, k)} (>= 1)"
-        for k in positive
-        if getattr(args, k) < 1
-    ]
+    bad = [f"{b} (>= 1)" for b in below(args, positive, 1)]
     if args.max_steps is not None and args.max_steps < 1:
         bad.append(f"--max-steps {args.max_steps} (>= 1)")
     if not 0 < args.threshold < 1:

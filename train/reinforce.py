@@ -32,7 +32,7 @@ from agents.policies import Actor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
 from agents.schedules import Schedule, Stage, build_schedule, default_stage_steps
 from htm_gym import runs
-from htm_gym.cli import main_or_exit
+from htm_gym.cli import below, flag, main_or_exit
 from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
 from htm_gym.envs.render import policy_diagram, reconstruction_figure
 from htm_gym.envs.sim import default_embed_dim, default_token_scale
@@ -213,23 +213,18 @@ DEFAULT_REWARD = {"trees": "skip_path"}
 RESUME_OVERRIDES = ("resume", "max_updates", "progress", "threads", "device")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def with_resume(args: Args) -> tuple[Args, dict | None]:
     """The stored arguments of the run to resume (refusing other flags), and its checkpoint."""
     if not args.resume:
         return args, None
+    defaults = asdict(Args())
     given = [
-        _flag(k)
-        for k, v in asdict(args).items()
-        if k not in RESUME_OVERRIDES and v != getattr(Args(), k)
+        flag(k) for k, v in asdict(args).items() if k not in RESUME_OVERRIDES and v != defaults[k]
     ]
     if given:
         raise SystemExit(
             f"--resume continues a run with its stored arguments; drop {' '.join(given)} "
-            f"(allowed with --resume: {', '.join(_flag(k) for k in RESUME_OVERRIDES[1:])})"
+            f"(allowed with --resume: {', '.join(flag(k) for k in RESUME_OVERRIDES[1:])})"
         )
     try:
         resume = runs.load(args.resume)
@@ -250,13 +245,8 @@ def with_resume(args: Args) -> tuple[Args, dict | None]:
 
 def check_args(args: Args) -> None:
     """Ranges and names, checked before anything is built or written."""
-    positive = ("num_envs", "checkpoint_every", "eval_instances", "max_skips")
-    bad = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in positive if getattr(args, k) < 1]
-    bad += [
-        f"--{k.replace('_', '-')} {getattr(args, k)}"
-        for k in ("max_updates", "eval_every", "image_every", "threads")
-        if getattr(args, k) < 0
-    ]
+    bad = below(args, ("num_envs", "checkpoint_every", "eval_instances", "max_skips"), 1)
+    bad += below(args, ("max_updates", "eval_every", "image_every", "threads"), 0)
     if bad:
         raise SystemExit(f"{', '.join(bad)}: must be >= 1 (counts) or >= 0 (0 = off/all)")
     try:
