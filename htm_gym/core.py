@@ -38,6 +38,7 @@ class MergeState:
     actions: Tensor  # (B, S-1, 2) long, slot pair (i, j) of merge t, -1 if not done
     children: Tensor  # (B, S-1, 2) long, tree ids (left, right) of merge t, -1 if not done
     noise: Tensor  # (B, 2S-1, E) noise added to each node when it is created
+    sizes: Tensor  # (B, 2S-1) long, tokens under each node by tree id (0: not created)
 
     @property
     def num_slots(self) -> int:
@@ -100,6 +101,7 @@ def lift(model: HTMModel, tokens: Tensor, num_tokens: Tensor, noise: Tensor) -> 
         actions=none,
         children=none.clone(),
         noise=noise,
+        sizes=_valid_ids(num_tokens, 2 * s - 1, leaves_only=True).long(),
     )
 
 
@@ -165,18 +167,20 @@ def merge(
     rows = torch.arange(b, device=left.device)
     pair = pair_inputs(state, left, right)  # (B, 2E)
     new_id = (state.num_tokens + state.merges).clamp(max=2 * s - 2)  # (B,)
-    merged = model.merger(pair) + state.noise[rows, new_id]  # (B, E)
+    ids_l = state.slot_node[rows, left]
+    ids_r = state.slot_node[rows, right]
+    size = state.sizes[rows, ids_l] + state.sizes[rows, ids_r]  # (B,)
+    merged = model.narrow(model.merger(pair) + state.noise[rows, new_id], size)  # (B, E)
     loss = one_step_loss(model, pair, merged) * apply
 
     new_oh = F.one_hot(new_id, 2 * s - 1).bool() & apply[:, None]  # (B, 2S-1)
     left_oh = F.one_hot(left, s).bool() & apply[:, None]  # (B, S)
     right_oh = F.one_hot(right, s).bool() & apply[:, None]
     step_oh = F.one_hot(state.merges.clamp(max=s - 2), s - 1).bool() & apply[:, None]
-    ids_l = state.slot_node[rows, left]
-    ids_r = state.slot_node[rows, right]
     new_state = replace(
         state,
         tree=torch.where(new_oh[..., None], merged[:, None, :], state.tree),
+        sizes=torch.where(new_oh, size[:, None], state.sizes),
         slot_node=torch.where(left_oh, new_id[:, None], state.slot_node),
         active=state.active & ~right_oh,
         merges=state.merges + apply.long(),
@@ -212,6 +216,9 @@ def unmerge(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) -> Ten
             parent = (1 - teacher_mix) * parent + teacher_mix * up[rows, parent_id]
         left, right = model.unmerge(parent)  # (B, E) each
         ids = state.children[:, t].clamp(min=0)  # (B, 2)
+        if model.config.width_per_token:  # each child as narrow as its up-tree node
+            left = model.narrow(left, state.sizes[rows, ids[:, 0]])
+            right = model.narrow(right, state.sizes[rows, ids[:, 1]])
         mask = F.one_hot(ids, 2 * s - 1).bool() & apply[:, None, None]  # (B, 2, 2S-1)
         down = torch.where(mask[:, 0, :, None], left[:, None], down)
         down = torch.where(mask[:, 1, :, None], right[:, None], down)

@@ -37,6 +37,11 @@ class HTMConfig:
     # ReLU stack only approximates (crosses: about 3x less reconstruction error in the
     # default budget); False is the report's plain three-layer MLP.
     linear_skip: bool = True
+    # Compression by level: 0 keeps every node E wide (the report's). c > 0 keeps only the
+    # first min(E, floor(c * n)) coordinates of a merged node over n tokens (the rest are
+    # zero), so a low-level merge must drop information unless its tokens share structure
+    # (a narrow tree's siblings, a cross's two segments). Leaves keep their lifted width.
+    width_per_token: float = 0.0
 
     def __post_init__(self) -> None:
         if self.policy_kind not in POLICY_KINDS:
@@ -52,6 +57,8 @@ class HTMConfig:
             raise ValueError(f"HTMConfig.token_scale must be positive, got {self.token_scale}")
         if not self.noise_std >= 0:
             raise ValueError(f"HTMConfig.noise_std must be >= 0, got {self.noise_std}")
+        if not self.width_per_token >= 0:
+            raise ValueError(f"HTMConfig.width_per_token must be >= 0, got {self.width_per_token}")
 
 
 class MLP(nn.Module):
@@ -167,6 +174,16 @@ class HTMModel(nn.Module):
     def unmerge(self, parent: Tensor) -> tuple[Tensor, Tensor]:  # (B, E) -> 2 x (B, E)
         out = self.unmerger(parent)
         return out[..., : self.embed_dim], out[..., self.embed_dim :]
+
+    def narrow(self, nodes: Tensor, sizes: Tensor) -> Tensor:  # (..., E), (...) -> (..., E)
+        """``nodes`` cut to the width of merged nodes over ``sizes`` tokens
+        (``HTMConfig.width_per_token``); unchanged when that is 0 or for leaves (size 1)."""
+        c = self.config.width_per_token
+        if not c:
+            return nodes
+        width = torch.where(sizes > 1, (c * sizes).floor().long(), self.embed_dim)
+        coords = torch.arange(self.embed_dim, device=nodes.device)
+        return nodes * (coords < width[..., None])
 
 
 def _glorot(m: nn.Module) -> None:
