@@ -122,7 +122,7 @@ class IncrementalActor:
         else:
             stale = (active != self.expected).any(1)
             self.cache.reset(nodes, stale.nonzero().squeeze(1))
-            self.cache.update(nodes, self.left, (~stale).nonzero().squeeze(1))
+            self.cache.update(nodes, self.left, (~stale).nonzero().squeeze(1), active)
         logits = self.cache.table.reshape(b, s * s)
         if self.greedy if greedy is None else greedy:  # argmax needs no normalisation
             a = logits.masked_fill(~action_mask.bool(), -torch.inf).argmax(1)

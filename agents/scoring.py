@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from htm_gym import core
 from htm_gym.nets import BilinearPairScorer, PairScorer
 
 
@@ -36,8 +37,16 @@ class IncrementalPairLogits:
         return self.table
 
     @torch.no_grad()
-    def update(self, nodes: Tensor, slots: Tensor, rows: Tensor | None = None) -> Tensor:
-        """Rescore row and column ``slots[r]`` of every row r in ``rows`` (default all)."""
+    def update(
+        self,
+        nodes: Tensor,
+        slots: Tensor,
+        rows: Tensor | None = None,
+        active: Tensor | None = None,
+    ) -> Tensor:
+        """Rescore row and column ``slots[r]`` of every row r in ``rows`` (default all).
+        With ``active`` (B, S) bool, only pairs of active slots are rescored (the others
+        keep stale logits, which a legal-action mask hides)."""
         if self.table is None:
             raise RuntimeError("IncrementalPairLogits.update before reset")
         if rows is None:
@@ -45,9 +54,18 @@ class IncrementalPairLogits:
         if not len(rows):
             return self.table
         sub, at = nodes[rows], slots[rows]
-        new = sub[torch.arange(len(rows), device=nodes.device), at][:, None]  # (R, 1, E)
-        row = self.scorer.score_block(new, sub)[:, 0]  # (R, S): new node as left member
-        col = self.scorer.score_block(sub, new)[:, :, 0]  # (R, S): as right member
-        self.table[rows, at, :] = row
-        self.table[rows, :, at] = col
+        r = torch.arange(len(rows), device=nodes.device)
+        new = sub[r, at][:, None]  # (R, 1, E)
+        cols = r.new_zeros(0)
+        if active is not None:  # the active slots first, cut to the most any row has
+            cols, _ = core.active_first(active[rows])  # (R, K)
+            sub = sub.gather(1, cols[..., None].expand(-1, -1, sub.shape[-1]))
+        row = self.scorer.score_block(new, sub)[:, 0]  # (R, K): new node as left member
+        col = self.scorer.score_block(sub, new)[:, :, 0]  # (R, K): as right member
+        if active is None:
+            self.table[rows, at, :] = row
+            self.table[rows, :, at] = col
+        else:
+            self.table[rows[:, None], at[:, None], cols] = row
+            self.table[rows[:, None], cols, at[:, None]] = col
         return self.table

@@ -265,7 +265,7 @@ def classifier_inputs(model: HTMModel, state: MergeState, down: Tensor) -> tuple
     node. The classifier reads stopped embeddings: it must not reshape the embedding space.
     """
     exists, labels = internal_labels(state)
-    return model.classifier(down.detach())[exists], labels[exists]
+    return model.classifier(down.detach()[exists]), labels[exists]
 
 
 def node_mask(state: MergeState) -> Tensor:  # (B, 2S-1) bool, tree ids created so far

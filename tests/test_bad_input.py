@@ -32,7 +32,28 @@ def _bool_torch_actions():
     venv.step(torch.tensor([True, False]))
 
 
+def _vector_tokens(tokens, num_tokens):
+    HTMVectorEnv(3, **SMALL).reset(options={"tokens": tokens, "num_tokens": num_tokens})
+
+
+def _with(value, row=1, slot=1):
+    tokens = np.ones((3, 6, 4))
+    tokens[row, slot] = value
+    return tokens
+
+
 CASES = [
+    # a padded batch is checked at once; the first bad set gets the single set's message
+    ("NaN in a set", lambda: _vector_tokens(_with(np.nan), [4, 4, 2]), ValueError, "finite"),
+    ("huge in a set", lambda: _vector_tokens(_with(1e20), [4, 4, 2]), ValueError, "within"),
+    ("one-token set", lambda: _vector_tokens(np.ones((3, 6, 4)), [4, 1, 2]), ValueError, "P=1"),
+    ("text tokens", lambda: _vector_tokens(np.full((3, 6, 4), "a"), [2, 2, 2]), ValueError, "real"),
+    (
+        "narrow tokens",
+        lambda: _vector_tokens(np.ones((3, 6, 3)), [2, 2, 2]),
+        ValueError,
+        "4 values",
+    ),
     ("max_merges=True", lambda: HTMEnv(max_merges=True), ValueError, "max_merges"),
     ("step_limit=True", lambda: HTMEnv(step_limit=True), ValueError, "step_limit"),
     (
@@ -79,6 +100,11 @@ CASES = [
 def test_bad_env_input_is_named(name, call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_padding_past_a_sets_count_may_hold_anything():
+    _vector_tokens(_with(np.nan, slot=5), [4, 4, 2])
+    _vector_tokens(_with(1e30, row=2, slot=2), [4, 4, 2])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

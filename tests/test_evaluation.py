@@ -61,3 +61,52 @@ def test_node_levels():
     children = np.array([[[0, 1], [2, 3], [4, 5]]])
     levels = node_levels(children, np.array([3]), np.array([4]))
     assert levels.tolist() == [[0, 0, 0, 0, 1, 1, 2]]
+
+
+def test_rollout_by_token_count_keeps_each_instance_its_seed_and_order():
+    """Batches hold one P each; instance k still plays with seed + k and comes back in
+    data order, its classifier nodes with it."""
+
+    from agents.policies import IncrementalActor
+    from htm_gym.datasets import CrossesGenerator
+    from htm_gym.evaluation.rollout import rollout_tokens
+    from htm_gym.nets import HTMConfig, make_model
+
+    gen = CrossesGenerator()
+    model = make_model(HTMConfig(token_dim=4, embed_dim=8, hidden_dim=16, token_scale=64))
+    data = gen.sample(np.random.default_rng(3), 12)
+    assert len(np.unique(data.num_tokens)) > 1, "a mixed batch"
+    full = rollout_tokens(model, gen, data, IncrementalActor(model), batch_size=5, seed=7)
+    first = np.concatenate([[0], np.cumsum(2 * data.num_tokens - 1)])
+    for k in (0, 5, 11):
+        one = TokenBatch(data.tokens[k : k + 1], data.num_tokens[k : k + 1])
+        alone = rollout_tokens(model, gen, one, IncrementalActor(model), seed=7 + k)
+        for key in ("children", "lengths"):
+            np.testing.assert_array_equal(full[key][k], alone[key][0])
+        for key in ("returns", "rec"):  # batch composition moves float rounding only
+            np.testing.assert_allclose(full[key][k], alone[key][0], rtol=1e-5, atol=1e-5)
+        nodes = slice(first[k], first[k + 1])
+        np.testing.assert_array_equal(full["label"][nodes], alone["label"])
+        np.testing.assert_allclose(full["prob"][nodes], alone["prob"], rtol=1e-5, atol=1e-6)
+    assert full["tree"].shape[:2] == (len(data), 2 * data.tokens.shape[1] - 1)
+
+
+def test_proximity_baseline_follows_its_rows_across_batches_of_mixed_p():
+    """The baseline reads tokens, not observations: bucketing by P reorders the rows, and
+    bind() must hand it the right instances (each cross's two segments merge first)."""
+    import torch
+
+    from htm_gym.datasets import CrossesGenerator
+    from htm_gym.evaluation.baselines import ProximityActor
+    from htm_gym.evaluation.rollout import evaluate
+    from htm_gym.nets import HTMConfig, make_model
+
+    gen = CrossesGenerator()
+    data = gen.sample(np.random.default_rng(1), 40)
+    model = make_model(HTMConfig(token_dim=4, embed_dim=8, hidden_dim=16, token_scale=64))
+    actor = ProximityActor(torch.as_tensor(data.tokens), torch.as_tensor(data.num_tokens))
+    one_batch = evaluate(model, gen, data, actor, batch_size=len(data))
+    actor = ProximityActor(torch.as_tensor(data.tokens), torch.as_tensor(data.num_tokens))
+    batched = evaluate(model, gen, data, actor, batch_size=7)
+    assert batched["recovered"] == one_batch["recovered"] > 0.9
+    assert batched["bracket_f1"] == one_batch["bracket_f1"]

@@ -58,7 +58,7 @@ class Args:
     """also evaluate the greedy policy with the node noise switched off"""
     proximity: bool = False
     """also evaluate a baseline that merges the two nodes with the closest token centroids,
-    decoded by this checkpoint's networks (evaluation only; all instances in one batch)"""
+    decoded by this checkpoint's networks (evaluation only)"""
     split: str = "test"
     """datasets split by image (digits): which images to evaluate on"""
     report: bool = False
@@ -111,7 +111,7 @@ def main(args: Args) -> dict:
     if args.proximity:
         actor = ProximityActor(torch.as_tensor(data.tokens), torch.as_tensor(data.num_tokens))
         results["proximity"] = evaluate(
-            model, generator, data, actor, len(data), args.seed, None, max_merges
+            model, generator, data, actor, args.batch_size, args.seed, None, max_merges
         )
     print_table(results)
     out = runs.fresh_path(args.output or run_dir_of(args.checkpoint) / f"eval_{name}.json")

@@ -180,3 +180,26 @@ def token_batch(arrays: dict[str, np.ndarray], path: str) -> TokenBatch:
         raise ValueError(f"{path}: instance {i} has non-finite values among its {num[i]} tokens")
     tokens[~real] = np.nan
     return TokenBatch(tokens, num)
+
+
+def validate_token_sets(
+    tokens: object, num_tokens: np.ndarray, token_dim: int, max_tokens: int
+) -> list[np.ndarray]:
+    """:func:`validate_tokens` of every set of a padded batch (N, S, T) with counts (N,),
+    checked at once; returns the sets (P_i, T) as float32. The first bad set raises the
+    error :func:`validate_tokens` gives for it."""
+    raw = np.asarray(tokens)
+    num = np.minimum(np.asarray(num_tokens).astype(np.int64), raw.shape[1] if raw.ndim > 1 else 0)
+    sets = [raw[i, : num[i]] for i in range(len(raw))]
+    if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number) or raw.ndim != 3:
+        return [validate_tokens(t, token_dim, max_tokens) for t in sets]  # raises
+    arr = raw.astype(np.float32)
+    real = (np.arange(arr.shape[1])[None, :] < num[:, None])[..., None]
+    values = np.where(real, arr, 0.0)
+    bad = (num < 2) | (num > max_tokens) | (arr.shape[2] != token_dim)
+    bad |= ~np.isfinite(values).all((1, 2)) | (
+        np.abs(values).max((1, 2), initial=0) > MAX_TOKEN_ABS
+    )
+    for i in np.flatnonzero(bad)[:1]:
+        validate_tokens(sets[i], token_dim, max_tokens)  # raises, naming the problem
+    return [arr[i, : num[i]] for i in range(len(arr))]

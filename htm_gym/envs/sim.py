@@ -169,6 +169,7 @@ def draw_episode(
     embed_dim: int,
     tokens: object | None = None,
     num_slots: int | None = None,
+    checked: bool = False,
 ) -> Episode:
     """One episode's randomness from one stream: (generator draw or None, tokens, noise,
     order keys).
@@ -181,13 +182,15 @@ def draw_episode(
     sees slot positions would otherwise learn instead of the tokens' content.
     ``num_slots`` is the env's slot count S (default: the dataset's largest P); node i's
     noise is the same draw for any S, so a given token set plays the same episode in an
-    env of more slots.
+    env of more slots. ``checked``: ``tokens`` already passed :func:`validate_tokens`.
     """
     s = num_slots or generator.max_tokens
     draw = None if tokens is not None else generator.draw(rng)
     given = (
         np.zeros((0, generator.token_dim), np.float32)
         if tokens is None
+        else np.asarray(tokens)
+        if checked
         else validate_tokens(tokens, generator.token_dim, s)
     )
     noise = rng.standard_normal((2 * s - 1, embed_dim), dtype=np.float32)

@@ -11,6 +11,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from htm_gym.datasets.base import validate_token_sets, validate_tokens
 from htm_gym.envs.env import HTMEnv
 from htm_gym.envs.sim import EnvConfig, EpisodeRecord, draw_episode, make_sim
 from htm_gym.nets import HTMModel
@@ -110,6 +111,7 @@ class HTMVectorEnv(VectorEnv):
                 self.sim.E,
                 None if given is None else given[i],
                 self.sim.S,
+                checked=True,
             )
             for i in rows
         ]
@@ -238,13 +240,15 @@ class HTMVectorEnv(VectorEnv):
                 )
             if num.dtype == np.bool_ or not np.all(np.mod(num, 1) == 0):
                 raise ValueError(f"options['num_tokens'] must be whole numbers, got {num!r}")
-            tokens = [arr[i, : int(num[i])] for i in range(len(arr))]
         if len(tokens) != self.num_envs:
             raise ValueError(
                 f"options['tokens'] must hold {self.num_envs} token sets (one per env), "
                 f"got {len(tokens)}"
             )
-        return list(tokens)
+        t, s = self.generator.token_dim, self.sim.S
+        if num_tokens is not None:
+            return validate_token_sets(arr, num, t, s)
+        return [validate_tokens(x, t, s) for x in tokens]
 
     def _check_started(self) -> None:
         if not self._rngs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -12,16 +13,23 @@ class ProximityActor:
     """A baseline for evaluation only: merge the two active nodes whose token centroids are
     closest (agglomerative clustering with centroid linkage, in token units).
 
-    It reads the tokens from ``data`` rather than the observation, so its rows must be the
-    env's rows: roll out all of ``data`` in one batch (``rollout_tokens(batch_size=len)``).
-    A row whose active count equals its token count starts over from its tokens.
+    It reads the tokens of ``data`` rather than the observation: :func:`rollout_tokens`
+    calls ``bind(idx)`` with the instances each batch plays, in row order. A row whose
+    active count equals its token count starts over from its tokens.
     """
 
     def __init__(self, tokens: Tensor, num_tokens: Tensor) -> None:
-        self.tokens = torch.nan_to_num(tokens.float())  # (B, S, T)
-        self.num_tokens = num_tokens
+        self.all_tokens = torch.nan_to_num(tokens.float())  # (N, S, T)
+        self.all_num_tokens = num_tokens
+        self.bind(torch.arange(len(num_tokens)))
+
+    def bind(self, idx: Tensor | np.ndarray) -> None:
+        """Play instances ``idx`` of the data, one per env row."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        self.tokens = self.all_tokens[idx]  # (B, S, T)
+        self.num_tokens = self.all_num_tokens[idx]
         self.centroid = self.tokens.clone()  # (B, S, T) centroid of each slot's leaves
-        self.size = torch.ones(self.tokens.shape[:2], device=tokens.device)  # (B, S)
+        self.size = torch.ones(self.tokens.shape[:2], device=self.tokens.device)  # (B, S)
 
     @torch.no_grad()
     def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = True) -> Tensor:
