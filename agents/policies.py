@@ -100,7 +100,9 @@ class IncrementalActor:
     ``Actor(model, "learned")`` (tested), at O(S) pair scores per step instead of O(S^2).
 
     It tracks its own last action; rows whose active set is not the expected one (a new
-    episode, an illegal no-op) are rescored in full.
+    episode, an illegal no-op) or whose untouched nodes changed (a new episode that happens
+    to start with the active set the last one ended with) are rescored in full. Call
+    :meth:`forget` when the policy's weights change.
     """
 
     def __init__(
@@ -108,8 +110,14 @@ class IncrementalActor:
     ) -> None:
         self.model, self.greedy, self.generator = model, greedy, generator
         self.cache = IncrementalPairLogits(model.policy)
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop the cached logits: the next call rescores every row."""
         self.expected: Tensor | None = None  # (B, S) active set after our last action
         self.left: Tensor | None = None  # (B,) slot our last merge wrote
+        self.seen: Tensor | None = None  # (B, S, E) nodes our last action was chosen on
+        self.right: Tensor | None = None  # (B,) slot our last merge emptied
 
     @torch.no_grad()
     def act(
@@ -120,7 +128,7 @@ class IncrementalActor:
         if self.expected is None or self.expected.shape != active.shape:
             self.cache.reset(nodes)
         else:
-            stale = (active != self.expected).any(1)
+            stale = (active != self.expected).any(1) | self._moved(nodes)
             self.cache.reset(nodes, stale.nonzero().squeeze(1))
             self.cache.update(nodes, self.left, (~stale).nonzero().squeeze(1), active)
         logits = self.cache.table.reshape(b, s * s)
@@ -128,6 +136,14 @@ class IncrementalActor:
             a = logits.masked_fill(~action_mask.bool(), -torch.inf).argmax(1)
         else:
             a = sample(masked_log_probs(logits, action_mask.bool()), self.generator, False)
-        self.left, right = core.slot_pairs(a, s).unbind(-1)
-        self.expected = active & ~torch.nn.functional.one_hot(right, s).bool()
+        self.left, self.right = core.slot_pairs(a, s).unbind(-1)
+        self.expected = active & ~torch.nn.functional.one_hot(self.right, s).bool()
+        self.seen = nodes.clone()
         return a
+
+    def _moved(self, nodes: Tensor) -> Tensor:  # (B,) rows whose untouched nodes changed
+        changed = (nodes != self.seen).any(-1)  # (B, S)
+        rows = torch.arange(len(nodes), device=nodes.device)
+        changed[rows, self.left] = False  # the merge wrote one slot and emptied another
+        changed[rows, self.right] = False
+        return changed.any(1)

@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from agents import losses
 from agents.base import EpisodeBatch
 from agents.distributed import Ranks
-from agents.policies import POLICIES, Actor, pair_logits
+from agents.policies import POLICIES, Actor, IncrementalActor, pair_logits
 from agents.schedules import Schedule, Stage
 from htm_gym import core
 from htm_gym.nets import HTMModel
@@ -149,13 +149,18 @@ class ReinforceLearner:
         self.log_temperature = torch.zeros((), device=self.device, requires_grad=True)
         self.temp_opt = torch.optim.Adam([self.log_temperature], lr=self.config.temperature_lr)
         self.baseline: RunningBaseline | None = None  # sized by the first batch's slots
-        self.actor = Actor(
+        self.actor: Actor | IncrementalActor = Actor(
             model,
             self.config.policy,
             self.temperature,
             generator=self.generator,
             scorer=self.pair_logits,
         )
+        if self.config.policy == "learned" and type(self).pair_logits is _BASE_PAIR_LOGITS:
+            # The built-in scorer's logits of a pair do not depend on the other nodes, so
+            # only the merged slot's pairs change per step (the same distribution, fewer
+            # pair scores).
+            self.actor = IncrementalActor(model, greedy=False, generator=self.generator)
 
     # --- acting ------------------------------------------------------------------------
     def temperature(self) -> Tensor:
@@ -208,6 +213,8 @@ class ReinforceLearner:
         metrics["train/tau"] = torch.tensor(tau)
         metrics["train/skipped"] = torch.tensor(0.0)
         self.step += 1
+        if isinstance(self.actor, IncrementalActor):
+            self.actor.forget()  # its cached logits came from the old weights
         return {k: float(v.detach()) for k, v in metrics.items()}
 
     def _set_learning_rates(self) -> Stage:
@@ -456,3 +463,8 @@ class ReinforceLearner:
             self.baseline = RunningBaseline(depths, size).to(self.device)
             self.baseline.load_state_dict(state["baseline"])
         self.generator.set_state(state["generator"].cpu())
+        if isinstance(self.actor, IncrementalActor):
+            self.actor.forget()
+
+
+_BASE_PAIR_LOGITS = ReinforceLearner.pair_logits

@@ -13,6 +13,7 @@ from agents.policies import Actor, IncrementalActor
 from agents.reinforce import ReinforceConfig, ReinforceLearner
 from agents.schedules import Schedule, Stage
 from agents.scoring import IncrementalPairLogits
+from htm_gym import core
 from htm_gym.datasets import Digits16Generator, DigitsGenerator
 from htm_gym.datasets.digits import _images
 from htm_gym.envs.vector_env import HTMVectorEnv
@@ -88,6 +89,30 @@ def test_incremental_actor_matches_full_actor_over_episodes(kind):
         episodes[name] = EpisodeCollector(venv, seed=3).collect(actor, min_episodes=12)
     a, b = episodes["full"], episodes["incremental"]
     assert torch.equal(a.pairs, b.pairs) and torch.equal(a.lengths, b.lengths)
+
+
+def test_incremental_actor_rescores_a_new_episode_with_the_expected_active_set():
+    """A truncated episode can end with exactly the active slots a new episode starts
+    with; its cached logits must not be reused for the new tokens (bug found in review)."""
+    model = _model("mlp")
+    s, e = 6, model.embed_dim
+    actor, full = IncrementalActor(model, greedy=True), Actor(model, "learned", greedy=True)
+    active = torch.tensor([[True] * 5 + [False]])
+    mask = core.legal_pairs(active).flatten(1)
+    nodes = torch.randn(1, s, e) * active[..., None]
+    a = actor.act({"nodes": nodes, "active": active}, mask)
+    left, right = int(a) // s, int(a) % s
+    ended = active.clone()
+    ended[0, right] = False  # the episode stops here (truncated), 4 slots still active
+    fresh = torch.zeros(1, s, dtype=torch.bool)
+    fresh[0, ended[0].nonzero().squeeze(1)] = True  # a new episode, the same active slots
+    new = torch.randn(1, s, e) * fresh[..., None]
+    new[0, left] = nodes[0, left] + 1.0  # as if the merge had written it
+    obs, mask = {"nodes": new, "active": fresh}, core.legal_pairs(fresh).flatten(1)
+    assert torch.equal(actor.act(obs, mask), full.act(obs, mask))
+    table = actor.cache.table[0][fresh[0]][:, fresh[0]]
+    expected = model.policy.all_pairs(new)[0][fresh[0]][:, fresh[0]]
+    torch.testing.assert_close(table, expected)
 
 
 def test_checkpointed_policy_replay_gives_the_same_gradients():
