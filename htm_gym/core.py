@@ -216,7 +216,7 @@ def unmerge(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) -> Ten
             parent = (1 - teacher_mix) * parent + teacher_mix * up[rows, parent_id]
         left, right = model.unmerge(parent)  # (B, E) each
         ids = state.children[:, t].clamp(min=0)  # (B, 2)
-        if model.config.width_per_token:  # each child as narrow as its up-tree node
+        if model.config.node_widths:  # each child as narrow as its up-tree node
             left = model.narrow(left, state.sizes[rows, ids[:, 0]])
             right = model.narrow(right, state.sizes[rows, ids[:, 1]])
         mask = F.one_hot(ids, 2 * s - 1).bool() & apply[:, None, None]  # (B, 2, 2S-1)

@@ -37,11 +37,11 @@ class HTMConfig:
     # ReLU stack only approximates (crosses: about 3x less reconstruction error in the
     # default budget); False is the report's plain three-layer MLP.
     linear_skip: bool = True
-    # Compression by level: 0 keeps every node E wide (the report's). c > 0 keeps only the
-    # first min(E, floor(c * n)) coordinates of a merged node over n tokens (the rest are
-    # zero), so a low-level merge must drop information unless its tokens share structure
-    # (a narrow tree's siblings, a cross's two segments). Leaves keep their lifted width.
-    width_per_token: float = 0.0
+    # Compression by level: a merged node over n = 2, 3, ... tokens keeps only its first
+    # node_widths[n - 2] coordinates (the rest are zero), so a low-level merge must drop
+    # information unless its tokens share structure; nodes over more tokens than listed,
+    # and leaves, keep all E. () (the report's) keeps every node E wide.
+    node_widths: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.policy_kind not in POLICY_KINDS:
@@ -57,8 +57,11 @@ class HTMConfig:
             raise ValueError(f"HTMConfig.token_scale must be positive, got {self.token_scale}")
         if not self.noise_std >= 0:
             raise ValueError(f"HTMConfig.noise_std must be >= 0, got {self.noise_std}")
-        if not self.width_per_token >= 0:
-            raise ValueError(f"HTMConfig.width_per_token must be >= 0, got {self.width_per_token}")
+        if not all(1 <= w <= self.embed_dim for w in self.node_widths):
+            raise ValueError(
+                f"HTMConfig.node_widths must lie in 1..embed_dim={self.embed_dim}, "
+                f"got {self.node_widths}"
+            )
 
 
 class MLP(nn.Module):
@@ -177,13 +180,14 @@ class HTMModel(nn.Module):
 
     def narrow(self, nodes: Tensor, sizes: Tensor) -> Tensor:  # (..., E), (...) -> (..., E)
         """``nodes`` cut to the width of merged nodes over ``sizes`` tokens
-        (``HTMConfig.width_per_token``); unchanged when that is 0 or for leaves (size 1)."""
-        c = self.config.width_per_token
-        if not c:
+        (``HTMConfig.node_widths``); unchanged when that is empty."""
+        widths = self.config.node_widths
+        if not widths:
             return nodes
-        width = torch.where(sizes > 1, (c * sizes).floor().long(), self.embed_dim)
-        coords = torch.arange(self.embed_dim, device=nodes.device)
-        return nodes * (coords < width[..., None])
+        e, k = self.embed_dim, len(widths)
+        table = torch.tensor([e, e, *widths, e], device=nodes.device)  # by size; k + 2: past
+        width = table[sizes.clamp(max=k + 2)]
+        return nodes * (torch.arange(e, device=nodes.device) < width[..., None])
 
 
 def _glorot(m: nn.Module) -> None:
@@ -239,7 +243,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def config_from_dict(config: dict) -> HTMConfig:
     """The config a checkpoint stored. Checkpoints from before the linear shortcut existed
     lack the field and were plain MLPs."""
-    return HTMConfig(**{"linear_skip": False, **config})
+    config = {"linear_skip": False, **config}
+    config["node_widths"] = tuple(config.get("node_widths", ()))  # saved as a list
+    return HTMConfig(**config)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> HTMModel:

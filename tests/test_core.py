@@ -175,8 +175,9 @@ def test_linear_skip_round_trip_and_old_checkpoints(tmp_path):
     assert load_model(tmp_path / "old.pt").merger.skip is None
 
 
-def test_width_per_token_narrows_merged_nodes_and_their_decodings():
-    cfg = HTMConfig(token_dim=4, embed_dim=12, hidden_dim=16, width_per_token=1.5)
+def test_node_widths_narrow_merged_nodes_and_their_decodings():
+    widths = (3, 4)  # nodes over 2 and 3 tokens; larger ones keep all 12
+    cfg = HTMConfig(token_dim=4, embed_dim=12, hidden_dim=16, node_widths=widths)
     model = make_model(cfg, seed=0)
     tokens, num = _batch(16)
     with torch.no_grad():
@@ -185,19 +186,20 @@ def test_width_per_token_narrows_merged_nodes_and_their_decodings():
     coords = torch.arange(12)
     for b in range(len(num)):
         p = int(num[b])
-        for t in range(p - 1):  # merge t made node p + t over sizes[...] tokens
+        for t in range(p - 1):  # merge t made node p + t
             left, right = state.children[b, t].tolist()
             size = int(state.sizes[b, left] + state.sizes[b, right])
             assert int(state.sizes[b, p + t]) == size
-            width = min(12, int(1.5 * size))
+            width = widths[size - 2] if size - 2 < len(widths) else 12
             for tree in (state.tree, down):  # the decoded node is as narrow as the encoded
                 assert (tree[b, p + t, coords >= width] == 0).all()
+                assert (tree[b, p + t, :width] != 0).any()
         assert int(state.sizes[b, 2 * p - 2]) == p, "the root holds every token"
-        assert (down[b, :p].abs().sum(-1) > 0).all(), "leaves keep their full width"
+        assert (down[b, :p, -1] != 0).all(), "leaves keep their full width"
     full = make_model(HTMConfig(token_dim=4, embed_dim=12, hidden_dim=16), seed=0)
     with torch.no_grad():
         wide, _ = _random_rollout(full, tokens, num)
     internal = core.node_mask(wide) & (core.internal_labels(wide)[1] == 1)
-    assert (wide.tree[internal][:, -1] != 0).all(), "0 (the default) narrows nothing"
-    with pytest.raises(ValueError, match="width_per_token"):
-        HTMConfig(token_dim=4, width_per_token=-1.0)
+    assert (wide.tree[internal][:, -1] != 0).all(), "() (the default) narrows nothing"
+    with pytest.raises(ValueError, match="node_widths"):
+        HTMConfig(token_dim=4, embed_dim=6, node_widths=(7,))

@@ -35,6 +35,7 @@ def _args(tmp_path, **kw):
         ({"env_id": "HTM-Nope-v0"}, "unknown env id"),
         ({"group_size": 3}, "divisor"),
         ({"device": "gpu"}, "--device 'gpu'"),
+        ({"node_widths": (2, 99)}, "--node-widths must lie in 1..embed-dim"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):

@@ -95,9 +95,9 @@ class Args:
     """linear shortcut around the merger/unmerger MLPs; --no-linear-skip gives the report's
     plain three-layer MLPs (about 3x the crosses reconstruction MSE in the default budget,
     7x with the noise off)"""
-    width_per_token: float = HTMConfig.width_per_token
-    """compression by level: a merged node over n tokens keeps only its first
-    floor(width_per_token * n) embedding coordinates (0: all; docs/trees.md)"""
+    node_widths: tuple[int, ...] = HTMConfig.node_widths
+    """compression by level: a merged node over 2, 3, ... tokens keeps only this many
+    embedding coordinates (e.g. --node-widths 2 2); larger nodes keep all (docs/trees.md)"""
     checkpoint_policy: bool = False
     """recompute pair logits in the backward pass (memory O(S) per step; for large P)"""
     final_merges: int | None = None
@@ -256,10 +256,6 @@ def check_args(args: Args) -> None:
         htm_gym.env_spec(args.env_id)
     except ValueError as e:
         raise SystemExit(f"--env-id: {e}") from e
-    if not args.width_per_token >= 0:
-        raise SystemExit(
-            f"--width-per-token must be >= 0 (0 = full width), got {args.width_per_token}"
-        )
     if args.group_size < 1 or args.num_envs % args.group_size:
         raise SystemExit(
             f"--group-size must be a positive divisor of --num-envs ({args.num_envs}), "
@@ -312,18 +308,21 @@ def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ra
         )
     except ValueError as e:
         raise SystemExit(str(e)) from e
-    config = HTMConfig(
-        token_dim=generator.token_dim,
-        embed_dim=args.embed_dim,
-        hidden_dim=args.hidden_dim,
-        policy_hidden_dim=args.policy_hidden_dim,
-        policy_kind=args.policy_kind,
-        linear_skip=args.linear_skip,
-        width_per_token=args.width_per_token,
-        token_loc=generator.token_loc,
-        token_scale=args.token_scale,
-        noise_std=args.noise_std,
-    )
+    try:
+        config = HTMConfig(
+            token_dim=generator.token_dim,
+            embed_dim=args.embed_dim,
+            hidden_dim=args.hidden_dim,
+            policy_hidden_dim=args.policy_hidden_dim,
+            policy_kind=args.policy_kind,
+            linear_skip=args.linear_skip,
+            node_widths=tuple(args.node_widths),
+            token_loc=generator.token_loc,
+            token_scale=args.token_scale,
+            noise_std=args.noise_std,
+        )
+    except ValueError as e:  # the model's sizes, e.g. --node-widths past --embed-dim
+        raise SystemExit(str(e).replace("HTMConfig.", "--").replace("_", "-")) from e
     torch.manual_seed(args.seed)
     model = make_model(config, seed=args.seed, device=device)
     try:
