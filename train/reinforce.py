@@ -300,16 +300,10 @@ def resolve_defaults(args: Args, generator: TokenGenerator) -> Args:
     )
 
 
-def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ranks):
-    """The curriculum, the model and its learner (the built-in one or a plug-in)."""
+def model_config(args: Args, generator: TokenGenerator) -> HTMConfig:
+    """The networks' sizes from the arguments and the dataset."""
     try:
-        schedule = build_schedule(
-            args, generator.name, generator.max_tokens - 1, generator.min_tokens
-        )
-    except ValueError as e:
-        raise SystemExit(str(e)) from e
-    try:
-        config = HTMConfig(
+        return HTMConfig(
             token_dim=generator.token_dim,
             embed_dim=args.embed_dim,
             hidden_dim=args.hidden_dim,
@@ -323,6 +317,17 @@ def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ra
         )
     except ValueError as e:  # the model's sizes, e.g. --node-widths past --embed-dim
         raise SystemExit(str(e).replace("HTMConfig.", "--").replace("_", "-")) from e
+
+
+def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ranks):
+    """The curriculum, the model and its learner (the built-in one or a plug-in)."""
+    try:
+        schedule = build_schedule(
+            args, generator.name, generator.max_tokens - 1, generator.min_tokens
+        )
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
+    config = model_config(args, generator)
     torch.manual_seed(args.seed)
     model = make_model(config, seed=args.seed, device=device)
     try:
