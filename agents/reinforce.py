@@ -156,7 +156,10 @@ class ReinforceLearner:
             generator=self.generator,
             scorer=self.pair_logits,
         )
-        if self.config.policy == "learned" and type(self).pair_logits is _BASE_PAIR_LOGITS:
+        if (
+            self.config.policy == "learned"
+            and type(self).pair_logits is ReinforceLearner.pair_logits
+        ):
             # The built-in scorer's logits of a pair do not depend on the other nodes, so
             # only the merged slot's pairs change per step (the same distribution, fewer
             # pair scores).
@@ -465,6 +468,3 @@ class ReinforceLearner:
         self.generator.set_state(state["generator"].cpu())
         if isinstance(self.actor, IncrementalActor):
             self.actor.forget()
-
-
-_BASE_PAIR_LOGITS = ReinforceLearner.pair_logits

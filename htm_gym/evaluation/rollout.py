@@ -92,7 +92,7 @@ def _in_data_order(
     parts: list[tuple[np.ndarray, dict[str, np.ndarray]]], n: int
 ) -> dict[str, np.ndarray]:
     """Per-instance arrays back in data order; per-node arrays regrouped instance by instance."""
-    idx = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
+    idx = np.concatenate([i for i, _ in parts])
     out: dict[str, np.ndarray] = {}
     for key in ("rec", "children", "lengths", "tree", "returns"):
         rows = np.concatenate([r[key] for _, r in parts])
