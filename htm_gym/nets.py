@@ -153,6 +153,10 @@ class HTMModel(nn.Module):
         self.policy = scorer(e, config.policy_hidden_dim)
         self.register_buffer("token_loc", torch.tensor(float(config.token_loc)))
         self.register_buffer("token_scale", torch.tensor(float(config.token_scale)))
+        # Width of a node by its token count (index k + 2: past the listed sizes); derived
+        # from the config, so not saved.
+        widths = [e, e, *config.node_widths, e]
+        self.register_buffer("node_width", torch.tensor(widths), persistent=False)
         self.apply(_glorot)
 
     @property
@@ -184,10 +188,8 @@ class HTMModel(nn.Module):
         widths = self.config.node_widths
         if not widths:
             return nodes
-        e, k = self.embed_dim, len(widths)
-        table = torch.tensor([e, e, *widths, e], device=nodes.device)  # by size; k + 2: past
-        width = table[sizes.clamp(max=k + 2)]
-        return nodes * (torch.arange(e, device=nodes.device) < width[..., None])
+        width = self.node_width[sizes.clamp(max=len(widths) + 2)]
+        return nodes * (torch.arange(self.embed_dim, device=nodes.device) < width[..., None])
 
 
 def _glorot(m: nn.Module) -> None:

@@ -190,9 +190,8 @@ def validate_token_sets(
     error :func:`validate_tokens` gives for it."""
     raw = np.asarray(tokens)
     num = np.minimum(np.asarray(num_tokens).astype(np.int64), raw.shape[1] if raw.ndim > 1 else 0)
-    sets = [raw[i, : num[i]] for i in range(len(raw))]
     if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number) or raw.ndim != 3:
-        return [validate_tokens(t, token_dim, max_tokens) for t in sets]  # raises
+        return [validate_tokens(raw[i, : num[i]], token_dim, max_tokens) for i in range(len(raw))]
     arr = raw.astype(np.float32)
     real = (np.arange(arr.shape[1])[None, :] < num[:, None])[..., None]
     values = np.where(real, arr, 0.0)
@@ -201,5 +200,5 @@ def validate_token_sets(
         np.abs(values).max((1, 2), initial=0) > MAX_TOKEN_ABS
     )
     for i in np.flatnonzero(bad)[:1]:
-        validate_tokens(sets[i], token_dim, max_tokens)  # raises, naming the problem
+        validate_tokens(raw[i, : num[i]], token_dim, max_tokens)  # raises, naming it
     return [arr[i, : num[i]] for i in range(len(arr))]
