@@ -19,10 +19,12 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class Ranks:
-    """This process's place in the run (``world == 1``: not distributed)."""
+    """This process's place in the run. ``grouped``: a process group joins the ranks (set by
+    torchrun, even with one rank, so that a one-rank launch runs the collectives too)."""
 
     rank: int = 0
     world: int = 1
+    grouped: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -30,7 +32,7 @@ class Ranks:
 
     @property
     def distributed(self) -> bool:
-        return self.world > 1
+        return self.world > 1 or self.grouped
 
     # --- collectives (each a no-op for a single process) ----------------------------------
     def sum(self, x: Tensor) -> Tensor:
@@ -86,10 +88,11 @@ class Ranks:
 
 def ranks_from_env(device_type: str) -> Ranks:
     """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``MASTER_*``):
-    NCCL on CUDA, gloo on the CPU; a plain ``python`` run is one rank."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    NCCL on CUDA, gloo on the CPU, also for ``--nproc_per_node 1``; a plain ``python`` run
+    is one rank without a group."""
+    launched = "RANK" in os.environ and "MASTER_ADDR" in os.environ
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not launched:
         return Ranks()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Ranks(dist.get_rank(), dist.get_world_size())
+    return Ranks(dist.get_rank(), dist.get_world_size(), grouped=True)

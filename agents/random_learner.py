@@ -13,7 +13,8 @@ from agents.base import EpisodeBatch
 class RandomLearner:
     """Picks a uniformly random legal action per row; learns nothing."""
 
-    def __init__(self, seed: int = 0, device: str | torch.device = "cpu") -> None:
+    def __init__(self, seed: int = 0, device: str | torch.device | None = None) -> None:
+        device = torch.get_default_device() if device is None else device
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = False) -> Tensor:

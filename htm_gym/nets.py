@@ -199,16 +199,24 @@ def _glorot(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device``, or torch's default device (``torch.set_default_device``) when None."""
+    return torch.get_default_device() if device is None else torch.device(device)
+
+
 def make_model(
-    config: HTMConfig, seed: int | None = 0, device: str | torch.device = "cpu"
+    config: HTMConfig, seed: int | None = 0, device: str | torch.device | None = None
 ) -> HTMModel:
-    """A freshly initialised model; with a seed, the same weights on every machine."""
-    if seed is None:
-        return HTMModel(config).to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = HTMModel(config)
-    return model.to(device)
+    """A freshly initialised model on ``device`` (None: torch's default device); with a seed,
+    the same weights on every machine and device, since they are drawn on the CPU."""
+    with torch.device("cpu"):
+        if seed is None:
+            model = HTMModel(config)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = HTMModel(config)
+    return model.to(resolve_device(device))
 
 
 MODEL_KEY = "model"
@@ -221,7 +229,7 @@ def save_model(model: HTMModel, path: str | Path, **extra: object) -> None:
     atomic_save({"config": asdict(model.config), MODEL_KEY: model.state_dict(), **extra}, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location: str | torch.device | None = None) -> dict:
     """Read a checkpoint dict (a file, or a run folder's ``checkpoint.pt``), with a clear
     error when the file is missing or unreadable."""
     path = Path(path)
@@ -230,7 +238,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=resolve_device(map_location), weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or foreign files
         raise ValueError(
             f"{path}: not a readable htm-gym checkpoint ({type(e).__name__}: {e})"
@@ -250,18 +258,19 @@ def config_from_dict(config: dict) -> HTMConfig:
     return HTMConfig(**config)
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> HTMModel:
+def load_model(path: str | Path, map_location: str | torch.device | None = None) -> HTMModel:
     """The model of a checkpoint file or run folder."""
     return model_from_checkpoint(load_checkpoint(path, map_location), path, map_location)
 
 
 def model_from_checkpoint(
-    ckpt: dict, path: str | Path, map_location: str | torch.device = "cpu"
+    ckpt: dict, path: str | Path, map_location: str | torch.device | None = None
 ) -> HTMModel:
     """The model a loaded checkpoint dict holds (``path`` names it in errors)."""
     try:
-        model = HTMModel(config_from_dict(ckpt["config"]))
+        with torch.device("cpu"):
+            model = HTMModel(config_from_dict(ckpt["config"]))
         model.load_state_dict(ckpt[MODEL_KEY])
     except (TypeError, RuntimeError) as e:
         raise ValueError(f"{path}: checkpoint does not match the HTM model ({e})") from e
-    return model.to(map_location)
+    return model.to(resolve_device(map_location))

@@ -92,7 +92,7 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     atomic_save(payload, path)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: str | Path, map_location: str | torch.device | None = None) -> dict[str, Any]:
     """A training checkpoint (a run directory or its ``checkpoint.pt``), validated."""
     ckpt = load_checkpoint(path, map_location)  # clear errors for missing/foreign files
     for key in ("learner", "args", "rng"):
@@ -116,7 +116,9 @@ def fresh_path(path: str | Path, siblings: tuple[str, ...] = ()) -> Path:
         k += 1
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[HTMModel, dict]:
+def load_trained(
+    path: str | Path, device: str | torch.device | None = None
+) -> tuple[HTMModel, dict]:
     """The model of a training checkpoint (run directory or file), in eval mode."""
     ckpt = load(path, map_location=device)
     return model_from_checkpoint(ckpt, path, device).eval(), ckpt

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference-data"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default=os.environ.get("HTM_TEST_DEVICE", "cpu"),
+        help="torch device the suite runs on (cpu, cuda, cuda:N); default $HTM_TEST_DEVICE or cpu",
+    )
+
+
+def pytest_configure(config):
+    """Models, envs and tensors that name no device go to --device: the library's device
+    defaults follow torch's default device, so the whole suite moves with one switch."""
+    import torch
+
+    device = torch.device(config.getoption("--device"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.exit(f"--device {device}: no CUDA device here (use --device cpu)", returncode=4)
+    torch.set_default_device(device)
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig):
+    """The suite's torch device (``--device``)."""
+    import torch
+
+    return torch.device(pytestconfig.getoption("--device"))
 
 
 def load_script(name: str):

@@ -8,7 +8,14 @@ import torch
 
 from htm_gym import core
 from htm_gym.datasets import CrossesGenerator
-from htm_gym.nets import HTMConfig, PairScorer, load_model, make_model, save_model
+from htm_gym.nets import (
+    HTMConfig,
+    PairScorer,
+    load_model,
+    make_model,
+    resolve_device,
+    save_model,
+)
 
 
 def _model(embed_dim=6, seed=0):
@@ -153,6 +160,20 @@ def test_seeded_models_identical_and_config_checked():
     )
     with pytest.raises(ValueError, match="token_scale"):
         HTMConfig(token_dim=4, token_scale=0)
+
+
+def test_devices_default_to_torchs_and_seeded_weights_do_not_depend_on_it():
+    """Models and checkpoints that name no device follow torch's default device (so the test
+    suite's --device moves everything); seeded weights are drawn on the CPU, so a seed gives
+    the same weights whatever that default is (they differed between CPU and CUDA draws)."""
+    cfg = _model(seed=0).config
+    with torch.device("meta"):
+        assert next(make_model(cfg).parameters()).is_meta
+        assert resolve_device(None).type == "meta"  # where load_model maps a checkpoint
+        on_cpu = make_model(cfg, seed=7, device="cpu")
+    again = make_model(cfg, seed=7, device="cpu")
+    for a, b in zip(on_cpu.parameters(), again.parameters(), strict=True):
+        assert a.device.type == "cpu" and torch.equal(a, b)
 
 
 def test_linear_skip_round_trip_and_old_checkpoints(tmp_path):

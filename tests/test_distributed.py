@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -42,7 +43,8 @@ def _train(model, sched, episodes, config, ranks: Ranks) -> dict[str, list[torch
             out["grads"] = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
     out["params"] = [p.detach().clone() for p in model.parameters()]
     out["baseline"] = [learner.baseline.values.clone(), learner.baseline.count.clone()]
-    return out
+    # on the CPU: spawned ranks run there whatever the suite's --device
+    return {k: [t.cpu() for t in ts] for k, ts in out.items()}
 
 
 def _worker(rank: int, world: int, init: str, policy: str, out: str) -> None:
@@ -94,3 +96,24 @@ def test_a_run_trained_on_two_ranks_resumes_on_one(tmp_path):
     reinforce = __import__("conftest").load_script("reinforce")
     run = reinforce.main(reinforce.Args(resume=str(tmp_path / "ddp"), progress=False))
     assert torch.load(run / "checkpoint.pt", weights_only=False)["update"] == 8
+
+
+def test_a_one_rank_torchrun_launch_joins_a_process_group(monkeypatch):
+    """torchrun --nproc_per_node 1 runs the collectives too (NCCL on a GPU), so a one-GPU
+    machine checks the distributed path; a plain run has no group."""
+    from agents.distributed import ranks_from_env
+
+    assert not ranks_from_env("cpu").distributed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for k, v in (env | {"MASTER_PORT": str(port)}).items():
+        monkeypatch.setenv(k, v)
+    ranks = ranks_from_env("cpu")
+    try:
+        assert ranks.distributed and ranks.is_main and dist.get_backend() == "gloo"
+        x = torch.tensor([1.5, -2.0], device="cpu")
+        torch.testing.assert_close(ranks.sum(x), x)
+    finally:
+        dist.destroy_process_group()

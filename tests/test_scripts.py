@@ -289,6 +289,9 @@ def test_bench_runs():
     args = bench.Args(num_envs=4, steps=3, sync_steps=2, datasets=("trees",), padding_batch=64)
     rows = bench.main(args)
     assert rows[0]["native"] > 0 and rows[0]["sync"] > 0
+    args = bench.Args(num_envs=3, datasets=(), padding_batch=0, uniform_p=(5,), episodes=1)
+    (row,) = bench.main(args)
+    assert row["dataset"] == "uniform5" and row["native"] > row["with_resets"] > 0
 
 
 def test_repeated_non_finite_updates_stop_the_run(tmp_path, monkeypatch):

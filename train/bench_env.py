@@ -2,9 +2,15 @@
 
     python train/bench_env.py                       # crosses and trees, 256 envs, CPU
     python train/bench_env.py --num-envs 1024 --device cuda
+    python train/bench_env.py --datasets --padding-batch 0 --uniform-p 64 --num-envs 16384 \
+        --device cuda            # large B at P = 64, everything on the device
 
 Both run the same random legal actions (sampled from ``info["action_mask"]`` by one
 vectorised draw) with NEXT_STEP autoreset; a merge is a step whose action was applied.
+``--uniform-p`` times ``HTMVectorEnv`` alone over fixed-size uniform token sets
+(``array_type="torch"``, actions drawn on the device, episodes to the root in lockstep):
+merges/s of the steps alone and with the resets (which draw each row's tokens from its own
+NumPy stream on the host) counted in.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import tyro
 from htm_gym import core
 from htm_gym.cli import main_or_exit
 from htm_gym.datasets import make_generator
+from htm_gym.datasets.uniform import UniformTokens
 from htm_gym.envs.vector_env import HTMVectorEnv, make_sync_reference
 from htm_gym.nets import HTMConfig, make_model
 
@@ -38,6 +45,10 @@ class Args:
     seed: int = 0
     padding_batch: int = 4096
     """instances in the padded-vs-grouped comparison of the core (0: skip it)"""
+    uniform_p: tuple[int, ...] = ()
+    """token counts P at which to time the native env alone on uniform token sets"""
+    episodes: int = 3
+    """timed to-root episodes per ``--uniform-p`` size (after one warm-up episode)"""
 
 
 @torch.no_grad()
@@ -96,6 +107,39 @@ def merges_per_second(venv, steps: int, seed: int) -> float:
     return merges / (time.perf_counter() - start)
 
 
+def lockstep_merges_per_second(args: Args, p: int) -> tuple[float, float]:
+    """(steps alone, steps and resets) merges/s of to-root episodes over P uniform tokens."""
+    venv = HTMVectorEnv(
+        args.num_envs,
+        dataset=UniformTokens(p),
+        array_type="torch",
+        autoreset_mode="disabled",
+        device=args.device,
+    )
+    gen = torch.Generator(venv.device).manual_seed(args.seed)
+    step_s = reset_s = 0.0
+    for episode in range(args.episodes + 1):  # episode 0 warms up
+        start = time.perf_counter()
+        _, info = venv.reset(seed=args.seed + episode)
+        _sync(venv.device)
+        reset = time.perf_counter()
+        for _ in range(p - 1):
+            mask = info["action_mask"]
+            scores = torch.rand(mask.shape, generator=gen, device=mask.device) * mask
+            _, _, _, _, info = venv.step(scores.argmax(1))
+        _sync(venv.device)
+        if episode:
+            step_s += time.perf_counter() - reset
+            reset_s += reset - start
+    merges = args.episodes * args.num_envs * (p - 1)
+    return merges / step_s, merges / (step_s + reset_s)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main(args: Args) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,6 +154,13 @@ def main(args: Args) -> list[dict]:
     print(f"{'dataset':<10}{'native merges/s':>18}{'sync merges/s':>16}{'ratio':>9}")
     for r in rows:
         print(f"{r['dataset']:<10}{r['native']:>18,.0f}{r['sync']:>16,.0f}{r['ratio']:>8.1f}x")
+    for p in args.uniform_p:
+        steps, with_resets = lockstep_merges_per_second(args, p)
+        rows.append({"dataset": f"uniform{p}", "native": steps, "with_resets": with_resets})
+        print(
+            f"uniform P={p}, {args.num_envs} envs on {args.device}: {steps:,.0f} merges/s "
+            f"(steps alone), {with_resets:,.0f} merges/s (resets counted in)"
+        )
     if args.padding_batch:
         pg = padding_vs_grouping(args.padding_batch, args.device, args.seed)
         print(f"\nmixed P (crosses, {args.padding_batch} instances, core rollout to the root):")

@@ -549,6 +549,8 @@ def join_ranks(args: Args, device: torch.device) -> tuple[Ranks, torch.device]:
     if device.type == "cuda" and ranks.distributed:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    if ranks.distributed and ranks.is_main:
+        print(f"torch.distributed: {dist.get_backend()} backend, {ranks.world} rank(s) on {device}")
     rows = args.num_envs // ranks.world
     if args.num_envs % ranks.world or rows % args.group_size:
         raise SystemExit(

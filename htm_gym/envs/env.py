@@ -80,7 +80,8 @@ class HTMEnv(gym.Env):
     - ``max_tokens``: slot count S, at least the dataset's largest P; token sets of 2..S
       tokens are accepted from ``reset(options=...)`` (models are P-agnostic, so a model
       trained with fewer slots runs here and plays a given token set as it did there).
-    - ``device``: torch device of the model's computation; observations are NumPy.
+    - ``device``: torch device of the model's computation (None: torch's default device,
+      CPU unless ``torch.set_default_device`` says otherwise); observations are NumPy.
     - ``render_mode="rgb_array"``: ``render()`` draws the tokens coloured by current
       cluster, with the merge tree's steps as dashed lines when ``render_tree``.
     """

@@ -21,7 +21,7 @@ from htm_gym import core
 from htm_gym.core import MergeState
 from htm_gym.datasets import TokenGenerator, make_generator, validate_tokens
 from htm_gym.envs.render import render_tokens
-from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model
+from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model, resolve_device
 
 ILLEGAL_MODES = ("penalize", "raise")
 # one_step: minus the merge's own unmerging error in embedding space (report 3.3.1).
@@ -132,7 +132,7 @@ def build_model(
     embed_dim: int | None,
     hidden_dim: int,
     model_seed: int | None,
-    device: str | torch.device,
+    device: str | torch.device | None,
 ) -> HTMModel:
     """The env's merger/unmerger: the given module, a checkpoint, or a fresh seeded model."""
     device = check_device(device)
@@ -405,7 +405,7 @@ class EnvConfig:
     illegal_action: str = "penalize"
     illegal_penalty: float = 1.0
     step_limit: int | None = None
-    device: str | torch.device = "cpu"
+    device: str | torch.device | None = None
     reward: str = "one_step"
     max_tokens: int | None = None
 
@@ -432,10 +432,11 @@ def make_sim(num_envs: int, c: EnvConfig) -> MergeSim:
     return MergeSim(model, generator, num_envs, options, c.noise_std, slots)
 
 
-def check_device(device: str | torch.device) -> torch.device:
-    """A torch device that exists here, or a ValueError saying which to use."""
+def check_device(device: str | torch.device | None) -> torch.device:
+    """A torch device that exists here (None: torch's default device), or a ValueError
+    saying which to use."""
     try:
-        dev = torch.device(device)
+        dev = resolve_device(device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"device {device!r} is not a torch device: use 'cpu' or 'cuda'") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
