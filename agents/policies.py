@@ -39,10 +39,14 @@ def all_pair_step_losses(model: HTMModel, nodes: Tensor) -> Tensor:
 
 
 def sample(log_probs: Tensor, generator: torch.Generator | None, greedy: bool) -> Tensor:
-    """One action per row from log-probabilities (B, A)."""
+    """One action per row from log-probabilities (B, A), drawn on the generator's device (a
+    CPU generator, as the scripts seed, gives the same draws for a model on any device)."""
     if greedy:
         return log_probs.argmax(-1)
-    return torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+    if generator is None or generator.device == log_probs.device:
+        return torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+    probs = log_probs.exp().to(generator.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(log_probs.device)
 
 
 class Actor:

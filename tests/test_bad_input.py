@@ -200,5 +200,5 @@ def test_env_invariants_under_random_actions(tokens, actions):
             env.model, state.tokens, state.num_tokens, state.noise, state.actions, state.merges
         )
     np.testing.assert_allclose(
-        -rep.step_losses[0, :legal_merges].numpy(), rewards, rtol=1e-4, atol=1e-6
+        -rep.step_losses[0, :legal_merges].cpu().numpy(), rewards, rtol=1e-4, atol=1e-6
     )

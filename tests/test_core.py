@@ -32,13 +32,18 @@ def _batch(n=8, seed=0):
 def _random_rollout(model, tokens, num, seed=0, grad=False):
     gen = torch.Generator().manual_seed(seed)
     s = tokens.shape[1]
-    noise = 0.01 * torch.randn(tokens.shape[0], 2 * s - 1, model.embed_dim, generator=gen)
+    # drawn on the CPU (the generator's device) whatever the suite's --device
+    noise = 0.01 * torch.randn(
+        tokens.shape[0], 2 * s - 1, model.embed_dim, generator=gen, device="cpu"
+    )
+    noise = noise.to(tokens.device)
     state = core.lift(model, tokens, num, noise)
     losses = []
     for _ in range(s - 1):
         legal = core.legal_pairs(state.active).flatten(1)  # (B, S*S)
         apply = legal.any(1)
-        scores = torch.rand(legal.shape, generator=gen).masked_fill(~legal, -1)
+        scores = torch.rand(legal.shape, generator=gen, device="cpu").to(legal.device)
+        scores = scores.masked_fill(~legal, -1)
         a = scores.argmax(1)
         before = state.active.sum(1)
         state, loss = core.merge(model, state, a // s, a % s, apply)

@@ -284,14 +284,14 @@ def test_drawn_tokens_come_in_random_slot_order():
     venv = HTMVectorEnv(512, array_type="torch", hidden_dim=16)
     venv.reset(seed=0)
     st = venv.sim.state
-    tok, num = st.tokens.numpy(), st.num_tokens.numpy()
+    tok, num = st.tokens.cpu().numpy(), st.num_tokens.cpu().numpy()
     mid = (tok[..., :2] + tok[..., 2:]) / 2
     many = num >= 4
     same_cross = np.abs(mid[:, 0] - mid[:, 1]).max(-1) < 1e-3
     assert 0.1 < same_cross[many].mean() < 0.5  # chance is 1/3 (P = 4) or 1/5 (P = 6)
     data = venv.generator.sample(np.random.default_rng(1), 512)
     venv.reset(seed=0, options={"tokens": data.tokens, "num_tokens": data.num_tokens})
-    kept = venv.sim.state.tokens.numpy()
+    kept = venv.sim.state.tokens.cpu().numpy()
     assert np.allclose(kept, np.nan_to_num(data.tokens), atol=1e-6)
 
 

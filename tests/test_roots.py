@@ -43,12 +43,14 @@ def test_batched_unmerging_equals_the_sequential_queue():
     model = _model(3).double()
     torch.nn.init.normal_(model.classifier.fc3.weight, std=2.0)  # mixed leaf/internal calls
     torch.nn.init.zeros_(model.classifier.fc3.bias)
-    roots = torch.randn(64, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    roots = torch.randn(64, 6, generator=gen, dtype=torch.float64, device="cpu")
+    roots = roots.to(torch.get_default_device())  # where the model is (the suite's --device)
     out = unmerge_samples(model, roots, max_steps=9)
     for i in range(len(roots)):
         ref = _sequential_unmerge(model, roots[i], 9)
         assert out.batch.num_tokens[i] == len(ref)
-        np.testing.assert_allclose(out.batch[i], ref.numpy(), atol=1e-5)
+        np.testing.assert_allclose(out.batch[i], ref.cpu().numpy(), atol=1e-5)
     assert len(np.unique(out.batch.num_tokens)) > 1
 
 

@@ -69,7 +69,7 @@ def test_incremental_table_equals_full_rescoring(kind):
     s = venv.sim.S
     for _ in range(10):
         mask = info["action_mask"]
-        a = torch.multinomial(mask.float(), 1, generator=gen)[:, 0]
+        a = torch.multinomial(mask.float().cpu(), 1, generator=gen)[:, 0].to(mask.device)
         obs, _, _, _, info = venv.step(a)
         table = cache.update(obs["nodes"], a // s)
         legal = info["action_mask"].bool().reshape(-1, s, s)
