@@ -8,14 +8,14 @@ import torch
 from torch import Tensor
 
 from agents.base import EpisodeBatch
+from htm_gym.nets import resolve_device
 
 
 class RandomLearner:
     """Picks a uniformly random legal action per row; learns nothing."""
 
     def __init__(self, seed: int = 0, device: str | torch.device | None = None) -> None:
-        device = torch.get_default_device() if device is None else device
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generator = torch.Generator(device=resolve_device(device)).manual_seed(seed)
 
     def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = False) -> Tensor:
         scores = torch.rand(action_mask.shape, generator=self.generator, device=action_mask.device)
