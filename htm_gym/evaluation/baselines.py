@@ -34,6 +34,9 @@ class ProximityActor:
     @torch.no_grad()
     def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = True) -> Tensor:
         active = obs["active"].bool()
+        if self.tokens.device != active.device:  # data on the host, env on a GPU
+            for name in ("tokens", "num_tokens", "centroid", "size"):
+                setattr(self, name, getattr(self, name).to(active.device))
         b, s = active.shape
         fresh = active.sum(1) == self.num_tokens
         self.centroid = torch.where(fresh[:, None, None], self.tokens, self.centroid)
