@@ -30,14 +30,6 @@ def pytest_configure(config):
     torch.set_default_device(device)
 
 
-@pytest.fixture(scope="session")
-def device(pytestconfig):
-    """The suite's torch device (``--device``)."""
-    import torch
-
-    return torch.device(pytestconfig.getoption("--device"))
-
-
 def load_script(name: str):
     """A script of ``train/`` as a module (tests call its ``main`` with typed ``Args``)."""
     spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "train" / f"{name}.py")
