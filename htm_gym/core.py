@@ -242,6 +242,19 @@ def forest_loss(model: HTMModel, state: MergeState) -> Tensor:
     return (err * real).sum(1) / real.sum(1).clamp(min=1)
 
 
+def forest_rate(state: MergeState) -> Tensor:
+    """Rate of the current forest: the mean square of every active node's noise-free
+    embedding, summed over the active nodes and divided by the row's token count: (B,).
+
+    Under the fixed node noise, a node's mean square is what a Gaussian prior charges for it
+    (its KL divergence up to constants), and the lifter and encoder L2 terms of the HTM loss
+    already train each node to spend no more of it than its decoding needs; a merge that
+    leaves the forest smaller keeps less information (the KL part of the reward of
+    seed 001's skip-generative path, eq. 24)."""
+    mean_sq = (state.tree - state.noise).pow(2).mean(-1)  # (B, 2S-1)
+    return (mean_sq * root_mask(state)).sum(1) / state.num_tokens
+
+
 def token_mask(state: MergeState) -> Tensor:  # (B, S) bool, real (non-padding) tokens
     return _valid_ids(state.num_tokens, state.num_slots, leaves_only=True)
 

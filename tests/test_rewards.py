@@ -54,3 +54,31 @@ def test_skip_path_vector_env_matches_single_env():
 def test_unknown_reward_is_refused():
     with pytest.raises(ValueError, match="reward must be one of"):
         HTMEnv(reward="two_step")
+
+
+def test_rate_weight_adds_the_forests_mean_square_to_the_skip_path_loss():
+    w = 0.5
+    kw = {"dataset": "trees", "dataset_kwargs": {"height": 2}, "reward": "skip_path"}
+    plain, priced = HTMEnv(noise_std=0.3, **kw), HTMEnv(noise_std=0.3, rate_weight=w, **kw)
+    x = np.array([[100.0, 100.0], [150.0, 120.0], [90.0, 160.0]], np.float32)
+    plain.reset(seed=3, options={"tokens": x})
+    priced.reset(seed=3, options={"tokens": x})
+    m = priced.model
+    with torch.no_grad():
+        e = m.lifter(m.normalize(torch.as_tensor(x)))  # (3, E) noise-free leaves
+        node = m.merge(e[0:1] + priced.sim.state.noise[0, 0], e[1:2] + priced.sim.state.noise[0, 1])
+
+        def rate(nodes):  # per token, summed over active nodes: the mean square of each
+            return float(sum(n.pow(2).mean() for n in nodes)) / 3
+
+        r0, r1 = rate([e[0], e[1], e[2]]), rate([node[0], e[2]])
+    _, plain_r, *_ = plain.step(0 * 3 + 1)
+    _, priced_r, *_ = priced.step(0 * 3 + 1)
+    assert priced_r == pytest.approx(plain_r + w * (r0 - r1), rel=1e-4, abs=1e-7)
+
+
+def test_rate_weight_needs_the_skip_path_reward_and_a_finite_weight():
+    with pytest.raises(ValueError, match="pass reward='skip_path'"):
+        HTMEnv(rate_weight=0.1)
+    with pytest.raises(ValueError, match="rate_weight must be finite"):
+        HTMEnv(reward="skip_path", rate_weight=-1.0)

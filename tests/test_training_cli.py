@@ -36,6 +36,8 @@ def _args(tmp_path, **kw):
         ({"group_size": 3}, "divisor"),
         ({"device": "gpu"}, "--device 'gpu'"),
         ({"node_widths": (2, 99)}, "--node-widths must lie in 1..embed-dim"),
+        ({"reward_rate": 0.1}, "add --reward skip_path"),
+        ({"reward_rate": -1.0, "reward": "skip_path"}, "--reward-rate must be >= 0"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):

@@ -74,6 +74,10 @@ class Args:
     """the env's reward: minus the merge's one-step unmerging error (report 3.3.1), or the drop
     in the error of every token decoded from the current forest (skip-generative path);
     default: skip_path for trees, else one_step"""
+    reward_rate: float = 0.0
+    """skip_path only: also charge each forest w * the mean square of its active nodes per
+    token (the rate under the fixed node noise, the KL part of the skip-generative-path
+    reward), so a merge pays for the information its node keeps; 0: off"""
     gamma: float = ReinforceConfig.gamma
     """a merge's credit is its reward plus gamma^k times the reward k merges later (0: the
     report's one-step credit)"""
@@ -261,6 +265,8 @@ def check_args(args: Args) -> None:
             f"--group-size must be a positive divisor of --num-envs ({args.num_envs}), "
             f"got {args.group_size}"
         )
+    if not args.reward_rate >= 0:
+        raise SystemExit(f"--reward-rate must be >= 0, got {args.reward_rate}")
     if args.run_name is not None and not runs.is_plain_name(args.run_name):
         raise SystemExit(f"--run-name {args.run_name!r}: a plain folder name, no path parts")
 
@@ -298,6 +304,14 @@ def resolve_defaults(args: Args, generator: TokenGenerator) -> Args:
         token_scale=args.token_scale or default_token_scale(generator),
         reward=args.reward or DEFAULT_REWARD.get(generator.name, "one_step"),
     )
+
+
+def check_reward(args: Args) -> None:
+    if args.reward_rate and args.reward != "skip_path":
+        raise SystemExit(
+            f"--reward-rate {args.reward_rate} prices the forests of the skip-path reward; "
+            f"add --reward skip_path (the reward is {args.reward}) or drop --reward-rate"
+        )
 
 
 def model_config(args: Args, generator: TokenGenerator) -> HTMConfig:
@@ -493,6 +507,7 @@ def train(
         dataset=run.generator,
         model=run.model,
         reward=args.reward,
+        rate_weight=args.reward_rate,
         array_type="torch",
         device=next(run.model.parameters()).device,
     )
@@ -572,6 +587,7 @@ def main(args: Args) -> Path:
     torch.set_flush_denormal(True)
     generator, held_out = training_data(args)
     args = resolve_defaults(args, generator)
+    check_reward(args)
     schedule, model, learner = build(args, generator, device, ranks)
     val, shown = eval_sets(args, generator, held_out)
     run = start_run(args, generator, schedule, model, learner, resume, ranks)

@@ -53,6 +53,12 @@ class HTMEnv(gym.Env):
     token space; an episode's rewards sum to ``L(0) - L(end)``. Finite; usually < 0, and
     > 0 when a merge happens to decode better than its parts.
 
+    ``rate_weight`` = w > 0 (skip-path only) adds the forest's rate to ``L``: w times the
+    mean square of every active node's noise-free embedding, summed over active nodes per
+    token (the Gaussian prior's charge under the fixed node noise, as in the KL term of the
+    skip-generative-path reward). A merge then also pays for what its node must keep, so of
+    two equally decodable merges the one whose tokens share more is paid more. Default 0.
+
     ## Starting State
     A token set from the dataset generator seeded by ``reset(seed=...)``, placed in the
     slots in a random order drawn from the same seed (the generators emit tokens in
@@ -75,8 +81,8 @@ class HTMEnv(gym.Env):
       crosses, 32 for trees), ``hidden_dim`` and the dataset's default token scale.
     - ``noise_std``: std of the Gaussian noise added to every node on creation; default
       the model's own (0.01 for a fresh model). ``0`` gives noise-free inference.
-    - ``max_merges``, ``illegal_action``, ``illegal_penalty``, ``step_limit``, ``reward``:
-      above.
+    - ``max_merges``, ``illegal_action``, ``illegal_penalty``, ``step_limit``, ``reward``,
+      ``rate_weight``: above.
     - ``max_tokens``: slot count S, at least the dataset's largest P; token sets of 2..S
       tokens are accepted from ``reset(options=...)`` (models are P-agnostic, so a model
       trained with fewer slots runs here and plays a given token set as it did there).

@@ -81,6 +81,7 @@ class EnvOptions:
     illegal_penalty: float
     step_limit: int
     reward: str = "one_step"
+    rate_weight: float = 0.0
 
 
 def check_options(
@@ -90,9 +91,17 @@ def check_options(
     illegal_penalty: float,
     step_limit: int | None,
     reward: str = "one_step",
+    rate_weight: float = 0.0,
 ) -> EnvOptions:
     if reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+    if isinstance(rate_weight, bool) or not np.isfinite(rate_weight) or rate_weight < 0:
+        raise ValueError(f"rate_weight must be finite and >= 0, got {rate_weight!r}")
+    if rate_weight and reward != "skip_path":
+        raise ValueError(
+            f"rate_weight={rate_weight!r} prices the forest of the skip-path reward; "
+            "pass reward='skip_path' or rate_weight=0"
+        )
     if max_merges is not None and (
         isinstance(max_merges, bool) or not isinstance(max_merges, int) or max_merges < 1
     ):
@@ -114,7 +123,9 @@ def check_options(
             f"step_limit must be an integer >= max_tokens - 1 = {max_tokens - 1} "
             f"(else no episode can reach the root), got {step_limit!r}"
         )
-    return EnvOptions(max_merges, illegal_action, float(illegal_penalty), step_limit, reward)
+    return EnvOptions(
+        max_merges, illegal_action, float(illegal_penalty), step_limit, reward, float(rate_weight)
+    )
 
 
 def build_generator(dataset: str | TokenGenerator, dataset_kwargs: dict | None) -> TokenGenerator:
@@ -286,10 +297,15 @@ class MergeSim:
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         self.state = self.state.with_rows(idx, fresh)
         if self.options.reward == "skip_path":
-            self.forest_loss[idx] = core.forest_loss(self.model, fresh)
+            self.forest_loss[idx] = self._forest_objective(fresh)
         self.episode_steps[idx] = torch.zeros(n, dtype=torch.long, device=self.device)
         # not in place: a record handed out earlier keeps its rewards
         self.rewards = self.rewards.index_fill(0, idx, 0.0)
+
+    def _forest_objective(self, state: core.MergeState) -> Tensor:  # (B,)
+        loss = core.forest_loss(self.model, state)
+        w = self.options.rate_weight
+        return loss + w * core.forest_rate(state) if w else loss
 
     def set_noise_std(self, noise_std: float | None) -> None:
         """Std of the node noise of episodes reset from now on (None: the model's own)."""
@@ -302,7 +318,13 @@ class MergeSim:
         """A new merge budget, applied from the next step (see ``check_options``)."""
         o = self.options
         self.options = check_options(
-            self.S, max_merges, o.illegal_action, o.illegal_penalty, o.step_limit, o.reward
+            self.S,
+            max_merges,
+            o.illegal_action,
+            o.illegal_penalty,
+            o.step_limit,
+            o.reward,
+            o.rate_weight,
         )
 
     def record(self, terminated: Tensor | None = None) -> EpisodeRecord:
@@ -345,7 +367,7 @@ class MergeSim:
         self.state, loss = core.merge(self.model, self.state, pairs[:, 0], pairs[:, 1], legal)
         illegal = apply & ~legal
         if self.options.reward == "skip_path":
-            after = core.forest_loss(self.model, self.state)
+            after = self._forest_objective(self.state)
             loss = torch.where(legal, after - self.forest_loss, 0.0)
             self.forest_loss = torch.where(legal, after, self.forest_loss)
         reward = torch.where(illegal, -self.options.illegal_penalty, -loss)
@@ -407,6 +429,7 @@ class EnvConfig:
     step_limit: int | None = None
     device: str | torch.device | None = None
     reward: str = "one_step"
+    rate_weight: float = 0.0
     max_tokens: int | None = None
 
     @classmethod
@@ -427,7 +450,13 @@ def make_sim(num_envs: int, c: EnvConfig) -> MergeSim:
         generator, c.model, c.checkpoint, c.embed_dim, c.hidden_dim, c.model_seed, c.device
     )
     options = check_options(
-        slots, c.max_merges, c.illegal_action, c.illegal_penalty, c.step_limit, c.reward
+        slots,
+        c.max_merges,
+        c.illegal_action,
+        c.illegal_penalty,
+        c.step_limit,
+        c.reward,
+        c.rate_weight,
     )
     return MergeSim(model, generator, num_envs, options, c.noise_std, slots)
 
