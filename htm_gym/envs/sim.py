@@ -8,7 +8,7 @@ split out into :func:`draw_episode` so the single env and the vector env draw id
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -316,16 +316,7 @@ class MergeSim:
 
     def set_max_merges(self, max_merges: int | None) -> None:
         """A new merge budget, applied from the next step (see ``check_options``)."""
-        o = self.options
-        self.options = check_options(
-            self.S,
-            max_merges,
-            o.illegal_action,
-            o.illegal_penalty,
-            o.step_limit,
-            o.reward,
-            o.rate_weight,
-        )
+        self.options = check_options(self.S, **{**asdict(self.options), "max_merges": max_merges})
 
     def record(self, terminated: Tensor | None = None) -> EpisodeRecord:
         """The rows' episodes so far (``terminated`` (B,) bool; default: at the root)."""
