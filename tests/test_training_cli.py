@@ -38,6 +38,7 @@ def _args(tmp_path, **kw):
         ({"node_widths": (2, 99)}, "--node-widths must lie in 1..embed-dim"),
         ({"reward_rate": 0.1}, "add --reward skip_path"),
         ({"reward_rate": -1.0, "reward": "skip_path"}, "--reward-rate must be >= 0"),
+        ({"reward_rate": float("inf"), "reward": "skip_path"}, "--reward-rate must be >= 0"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):

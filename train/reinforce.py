@@ -265,8 +265,9 @@ def check_args(args: Args) -> None:
             f"--group-size must be a positive divisor of --num-envs ({args.num_envs}), "
             f"got {args.group_size}"
         )
-    if not args.reward_rate >= 0:
-        raise SystemExit(f"--reward-rate must be >= 0, got {args.reward_rate}")
+    # inf too: the env would refuse it only after the run folder exists
+    if not 0 <= args.reward_rate < float("inf"):
+        raise SystemExit(f"--reward-rate must be >= 0 and finite, got {args.reward_rate}")
     if args.run_name is not None and not runs.is_plain_name(args.run_name):
         raise SystemExit(f"--run-name {args.run_name!r}: a plain folder name, no path parts")
 
