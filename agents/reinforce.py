@@ -9,7 +9,7 @@ at every step, the step losses, and the teacher-forced unmerging for the HTM los
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,13 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from agents import losses
+from agents.advantages import (
+    BASELINES,
+    BaselineKind,
+    RunningBaseline,
+    discounted_returns,
+    leave_one_out,
+)
 from agents.base import EpisodeBatch
 from agents.distributed import Ranks
 from agents.policies import POLICIES, Actor, IncrementalActor, pair_logits
@@ -34,7 +41,10 @@ class ReinforceConfig:
     classifier_lr: float = 1e-3
     temperature_lr: float = 0.05  # heuristic policy's temperature optimiser (report 3.4.3)
     entropy_floor: float = 5e-4  # below it the temperature optimiser pauses (report 3.4.3)
-    baseline_size: int = 50_000  # rewards kept per merge depth for the running baseline
+    # Running baseline: one buffer per merge depth ("depth"), or one over every depth that
+    # includes the batch it normalises ("pooled", the report's learner, with 10,000 rewards).
+    baseline: BaselineKind = "depth"
+    baseline_size: int = 50_000  # rewards kept per buffer
     # Episodes come in groups of this many consecutive rows on one token set (see
     # EpisodeCollector.collect_group_round); each step's reward is compared with the mean of
     # the group's other episodes at that depth (leave-one-out), so an image's difficulty no
@@ -46,6 +56,10 @@ class ReinforceConfig:
     gamma: float = 1.0
     loss_power: float = 0.01
     grad_clip: float = 1.0  # per optimiser group, so one loss cannot shrink another's step
+    # (0: no clipping, as the report's learner)
+    # The entropy term |H - target|: of the batch's mean entropy ("batch"), or the mean over
+    # episodes of each one's own ("episode", the report's L1 loss per episode).
+    entropy_loss: Literal["batch", "episode"] = "batch"
     # L_r weighted per token, as the pooled reconstruction MSE is (see losses.Weights).
     pooled_recon: bool = False
     # Recompute each step's pair logits in the backward pass instead of keeping them: memory
@@ -55,8 +69,13 @@ class ReinforceConfig:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
-        if self.baseline_size < 2 or self.grad_clip <= 0:
-            raise ValueError("baseline_size must be >= 2 and grad_clip > 0")
+        if self.baseline_size < 2 or self.grad_clip < 0:
+            raise ValueError("baseline_size must be >= 2 and grad_clip >= 0 (0: off)")
+        if self.baseline not in BASELINES or self.entropy_loss not in ("batch", "episode"):
+            raise ValueError(
+                f"baseline must be one of {BASELINES} and entropy_loss 'batch' or 'episode'; "
+                f"got {self.baseline!r}, {self.entropy_loss!r}"
+            )
         if self.group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
         if not 0 <= self.gamma <= 1:
@@ -65,59 +84,6 @@ class ReinforceConfig:
             raise ValueError(
                 f"need policy_lr > 0 and policy_l2 >= 0; got {self.policy_lr}, {self.policy_l2}"
             )
-
-
-class RunningBaseline(nn.Module):
-    """Ring buffers of recent rewards, one per merge depth t; normalises advantages."""
-
-    def __init__(self, depths: int, size: int) -> None:
-        super().__init__()
-        self.register_buffer("values", torch.zeros(depths, size))
-        self.register_buffer("count", torch.zeros(depths, dtype=torch.long))
-
-    def push(self, rewards: Tensor, valid: Tensor) -> None:  # (N, D) each
-        size = self.values.shape[1]
-        for t in range(rewards.shape[1]):
-            r = rewards[valid[:, t], t][-size:]
-            pos = (self.count[t] + torch.arange(len(r), device=r.device)) % size
-            self.values[t, pos] = r
-            self.count[t] += len(r)
-
-    def advantages(self, rewards: Tensor, valid: Tensor, eps: float = 1e-8) -> Tensor:
-        """(rewards - running mean) / running std per depth; (N, D) with D <= depths.
-
-        Depths with fewer than two stored rewards fall back to this batch's statistics."""
-        d = rewards.shape[1]
-        values = self.values[:d]
-        n = self.count[:d].clamp(max=values.shape[1])  # (D,)
-        mask = torch.arange(values.shape[1], device=n.device)[None, :] < n[:, None]
-        mean = losses.masked_mean(values, mask)
-        std = losses.masked_mean((values - mean[:, None]).pow(2), mask).sqrt()
-        batch_mean = losses.masked_mean(rewards.T, valid.T)
-        batch_std = losses.masked_mean((rewards - batch_mean).pow(2).T, valid.T).sqrt()
-        ready = n >= 2
-        mean = torch.where(ready, mean, batch_mean)
-        std = torch.where(ready, std, batch_std)
-        return (rewards - mean) / (std + eps) * valid
-
-
-def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
-    """sum_k gamma^k r_{t+k} per row; (N, D) with zeros after each episode's end."""
-    out = rewards.clone()
-    for t in range(rewards.shape[1] - 2, -1, -1):
-        out[:, t] += gamma * out[:, t + 1]
-    return out
-
-
-def leave_one_out(rewards: Tensor, valid: Tensor, k: int) -> Tensor:
-    """Each reward minus the mean of the other valid rewards at its depth in its group of
-    ``k`` consecutive rows; (N, D) -> (N, D), 0 where invalid or alone at its depth."""
-    n, d = rewards.shape
-    v = valid.float().view(n // k, k, d)
-    r = (rewards * valid).view(n // k, k, d)
-    others = v.sum(1, keepdim=True) - v
-    base = (r.sum(1, keepdim=True) - r) / others.clamp(min=1)
-    return ((r - base) * (others > 0) * v).view(n, d)
 
 
 class ReinforceLearner:
@@ -189,7 +155,8 @@ class ReinforceLearner:
         tau, target = sched.tau(self.step), sched.entropy_target(self.step)
         s = episodes.tokens.shape[1]
         if self.baseline is None:
-            self.baseline = RunningBaseline(s - 1, cfg.baseline_size).to(self.device)
+            self.baseline = RunningBaseline(s - 1, cfg.baseline_size, cfg.baseline)
+            self.baseline.to(self.device)
         # One replay per token count P: a padded batch would spend the longest episode's
         # merges on every row (1.65x slower on crosses, `python train/bench_env.py`).
         forest = stage.lambda_forest > 0
@@ -313,11 +280,16 @@ class ReinforceLearner:
         if not valid.any():  # the same on every rank: a curriculum stage without merges
             return None, None
         rows = valid.any(1)
-        entropy = self.ranks.global_mean(losses.masked_mean(ent, valid)[rows].mean(), rows.sum())
+        per_episode = losses.masked_mean(ent, valid)[rows]
+        entropy = self.ranks.global_mean(per_episode.mean(), rows.sum())
+        if cfg.entropy_loss == "episode":
+            off_target = self.ranks.global_mean((per_episode - target).abs().mean(), rows.sum())
+        else:
+            off_target = (entropy - target).abs()
         metrics["policy/entropy"] = entropy
         metrics["policy/entropy_target"] = torch.tensor(target)
         if cfg.policy == "heuristic":  # only log T has a gradient here
-            return entropy, (entropy - target).abs()
+            return entropy, off_target
         if cfg.policy != "learned":
             return entropy, None
         signal, all_valid, where = shared
@@ -325,7 +297,7 @@ class ReinforceLearner:
         adv = adv if where is None else adv[where]
         pg = -(logp * adv.detach() * valid).sum(1).mean()
         l2 = sum(p.pow(2).sum() for p in self.policy_parameters())
-        policy = pg + cfg.lambda_entropy * (entropy - target).abs() + cfg.policy_l2 * l2
+        policy = pg + cfg.lambda_entropy * off_target + cfg.policy_l2 * l2
         metrics["loss/policy"] = policy
         metrics["loss/reinforce"] = pg
         return entropy, policy
@@ -339,7 +311,8 @@ class ReinforceLearner:
         total.backward()
         params = [p for group in self._groups() for p in group] + [self.log_temperature]
         self.ranks.average_gradients(params)
-        norms = [nn.utils.clip_grad_norm_(g, cfg.grad_clip) for g in self._groups()]
+        clip = cfg.grad_clip or float("inf")  # inf: the norms are still checked for NaN
+        norms = [nn.utils.clip_grad_norm_(g, clip) for g in self._groups()]
         if not all(torch.isfinite(n) for n in norms):
             return False
         self.htm_opt.step()
@@ -463,7 +436,8 @@ class ReinforceLearner:
             self.log_temperature.copy_(state["log_temperature"])
         if state["baseline"] is not None:
             depths, size = state["baseline"]["values"].shape
-            self.baseline = RunningBaseline(depths, size).to(self.device)
+            self.baseline = RunningBaseline(depths, size, self.config.baseline)
+            self.baseline.to(self.device)
             self.baseline.load_state_dict(state["baseline"])
         self.generator.set_state(state["generator"].cpu())
         if isinstance(self.actor, IncrementalActor):

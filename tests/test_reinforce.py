@@ -8,14 +8,9 @@ from conftest import fixed_tree as _fixed_tree
 from conftest import small_model as _model
 
 from agents import losses
+from agents.advantages import RunningBaseline, discounted_returns, leave_one_out
 from agents.base import EpisodeBatch
-from agents.reinforce import (
-    ReinforceConfig,
-    ReinforceLearner,
-    RunningBaseline,
-    discounted_returns,
-    leave_one_out,
-)
+from agents.reinforce import ReinforceConfig, ReinforceLearner
 from agents.schedules import Schedule, Stage
 from htm_gym import core
 
@@ -106,6 +101,64 @@ def test_baseline_normalises_per_depth():
     assert torch.allclose(adv[:, 0], adv[:, 1], atol=1e-5) and torch.allclose(
         adv.sum(0), torch.zeros(2)
     )
+
+
+def test_pooled_baseline_normalises_over_all_depths_with_the_batch_by_hand():
+    b = RunningBaseline(depths=3, size=4, kind="pooled")
+    valid = torch.tensor([[True, True, False], [True, True, False]])
+    b.push(torch.tensor([[1.0, 2.0, 99.0], [3.0, 4.0, 99.0]]), valid)  # 99: not valid
+    # window of 4: the buffer's 2 most recent (3, 4) and this batch's 5, 6
+    r, v = torch.tensor([[5.0, 6.0]]), torch.ones(1, 2, dtype=torch.bool)
+    std = torch.tensor([3.0, 4.0, 5.0, 6.0]).std()
+    assert torch.allclose(b.advantages(r, v), torch.tensor([[0.5, 1.5]]) / std)
+    b.push(r, v)  # wraps the ring: the last 4 are now 3, 4, 5, 6
+    lone = b.advantages(torch.tensor([[4.5, 0.0]]), torch.tensor([[True, False]]))
+    pool = torch.tensor([4.0, 5.0, 6.0, 4.5])  # 3 dropped for the batch's one reward
+    assert torch.allclose(lone, torch.tensor([[(4.5 - pool.mean()) / pool.std(), 0.0]]))
+    with pytest.raises(ValueError, match="baseline"):
+        ReinforceConfig(baseline="median")
+
+
+def test_grad_clip_0_does_not_clip():
+    def one_update(clip):
+        model = _model(seed=4)
+        cfg = ReinforceConfig(grad_clip=clip, policy_lr=1e-2)
+        ReinforceLearner(model, Schedule((Stage(merges=None, steps=10),)), cfg).update(
+            _toy_batch(model, True)
+        )
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    torch.manual_seed(0)
+    off = one_update(0.0)
+    torch.manual_seed(0)
+    huge = one_update(1e12)
+    torch.manual_seed(0)
+    tiny = one_update(1e-9)
+    assert torch.equal(off, huge) and not torch.allclose(off, tiny)
+
+
+def test_episode_entropy_loss_is_the_mean_of_each_episodes_gap():
+    batch = _toy_batch(_model(seed=5), True, n=256)
+    with torch.no_grad():  # each episode's normalised entropy at its one state
+        model = _model(seed=5)
+        st = core.lift(model, batch.tokens, batch.num_tokens, batch.noise)
+        legal = core.legal_pairs(st.active).flatten(1)
+        logits = model.policy.all_pairs(core.nodes(st)).flatten(1)
+        h = losses.normalized_entropy(losses.masked_log_probs(logits, legal), legal)
+    target = float(h.median())  # the episodes straddle it
+
+    def policy_loss(kind):
+        sched = Schedule(
+            (Stage(merges=None, steps=10),), working_entropy=target, explore_end=0, working_start=0
+        )
+        cfg = ReinforceConfig(entropy_loss=kind, lambda_entropy=1.0, policy_l2=0.0)
+        learner = ReinforceLearner(_model(seed=5), sched, cfg)
+        learner.step = 5  # past the start, where the target is 1 whatever the schedule
+        return learner.update(batch)["loss/policy"]
+
+    by_hand = (h - target).abs().mean() - (h.mean() - target).abs()
+    assert by_hand > 1e-4
+    assert policy_loss("episode") - policy_loss("batch") == pytest.approx(float(by_hand), rel=1e-3)
 
 
 def test_leave_one_out_by_hand():

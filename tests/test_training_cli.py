@@ -39,6 +39,8 @@ def _args(tmp_path, **kw):
         ({"reward_rate": 0.1}, "add --reward skip_path"),
         ({"reward_rate": -1.0, "reward": "skip_path"}, "--reward-rate must be >= 0"),
         ({"reward_rate": float("inf"), "reward": "skip_path"}, "--reward-rate must be >= 0"),
+        ({"grad_clip": -1.0}, "--grad-clip must be >= 0"),
+        ({"baseline_size": 1}, "--baseline-size must be >= 2"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):

@@ -133,6 +133,16 @@ class Args:
     """policy learning-rate multiplier per stage (0: the policy is frozen in that stage)"""
     policy_l2: float = ReinforceConfig.policy_l2
     """L2 on the policy network's weights (sum of squares)"""
+    baseline: Literal["depth", "pooled"] = ReinforceConfig.baseline
+    """running reward baseline: one buffer per merge depth, or one over all depths holding
+    the batch it normalises (the report's learner: pooled, --baseline-size 10000)"""
+    baseline_size: int = ReinforceConfig.baseline_size
+    """rewards kept per baseline buffer"""
+    grad_clip: float = ReinforceConfig.grad_clip
+    """gradient-norm clip per optimiser group (0: none, as the report's learner)"""
+    entropy_loss: Literal["batch", "episode"] = ReinforceConfig.entropy_loss
+    """entropy term: |mean entropy - target| over the batch, or the mean of each
+    episode's |entropy - target| (the report's L1 loss)"""
     working_entropy: float = Schedule.working_entropy
     entropy_schedule: tuple[float, float, float, float] = (
         Schedule.explore_end,
@@ -268,6 +278,12 @@ def check_args(args: Args) -> None:
     # inf too: the env would refuse it only after the run folder exists
     if not 0 <= args.reward_rate < float("inf"):
         raise SystemExit(f"--reward-rate must be >= 0 and finite, got {args.reward_rate}")
+    if not 0 <= args.grad_clip < float("inf"):
+        raise SystemExit(
+            f"--grad-clip must be >= 0 and finite (0: no clipping), got {args.grad_clip}"
+        )
+    if args.baseline_size < 2:
+        raise SystemExit(f"--baseline-size must be >= 2, got {args.baseline_size}")
     if args.run_name is not None and not runs.is_plain_name(args.run_name):
         raise SystemExit(f"--run-name {args.run_name!r}: a plain folder name, no path parts")
 
@@ -351,6 +367,10 @@ def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ra
             lambda_entropy=args.lambda_entropy,
             policy_lr=args.policy_lr,
             policy_l2=args.policy_l2,
+            baseline=args.baseline,
+            baseline_size=args.baseline_size,
+            grad_clip=args.grad_clip,
+            entropy_loss=args.entropy_loss,
             group_size=args.group_size,
             gamma=args.gamma,
             loss_power=args.loss_power,
