@@ -28,6 +28,11 @@ def _setup(policy: str):
     venv = HTMVectorEnv(ROWS, model=model, array_type="torch")
     episodes = EpisodeCollector(venv).collect_round(RandomLearner(seed=1), seed=2)
     sched = Schedule((Stage(merges=None, steps=10),), explore_end=0.0, working_start=0.0)
+    if policy == "report":  # the original learner's mechanics, a small pooled window
+        config = ReinforceConfig(
+            baseline="pooled", baseline_size=20, grad_clip=0.0, entropy_loss="episode"
+        )
+        return model, sched, episodes, config
     return model, sched, episodes, ReinforceConfig(policy=policy)
 
 
@@ -56,7 +61,7 @@ def _worker(rank: int, world: int, init: str, policy: str, out: str) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("policy", ["learned", "heuristic"])
+@pytest.mark.parametrize("policy", ["learned", "heuristic", "report"])
 def test_two_ranks_are_one_process_playing_their_rows(tmp_path, policy):
     out = tmp_path / "result.pt"
     init = f"file://{tmp_path / 'rendezvous'}"
@@ -64,8 +69,10 @@ def test_two_ranks_are_one_process_playing_their_rows(tmp_path, policy):
     torch.set_num_threads(1)
     single, ranked = _train(*_setup(policy), Ranks()), torch.load(out)
     # Gradients are where a wrong normalisation would show (Adam's steps hide scale).
+    # Tolerance relative to each tensor's scale: unclipped gradients ("report") are larger,
+    # and so is the rounding of a different reduction order.
     for a, b in zip(ranked["grads"], single["grads"], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7 + 1e-4 * float(b.abs().max()))
     # The running baseline saw the same rewards in the same order.
     for a, b in zip(ranked["baseline"], single["baseline"], strict=True):
         torch.testing.assert_close(a, b)
