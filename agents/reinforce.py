@@ -170,7 +170,7 @@ class ReinforceLearner:
         if policy is not None:
             total = total + policy
         finite = self.ranks.all_agree(bool(torch.isfinite(total)), self.device)
-        if not finite or not self._step(total):
+        if not finite or not self._step(total, metrics):
             return self._skip(metrics)
         if cfg.policy == "heuristic" and entropy is not None:
             metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
@@ -302,9 +302,9 @@ class ReinforceLearner:
         metrics["loss/reinforce"] = pg
         return entropy, policy
 
-    def _step(self, total: Tensor) -> bool:
-        """Backward, clip per optimiser group, step; False (nothing stepped) on a
-        non-finite gradient."""
+    def _step(self, total: Tensor, metrics: dict[str, Tensor]) -> bool:
+        """Backward, clip per optimiser group (logging each group's norm before the clip),
+        step; False (nothing stepped) on a non-finite gradient."""
         cfg = self.config
         for opt in (self.htm_opt, self.cls_opt, self.policy_opt, self.temp_opt):
             opt.zero_grad(set_to_none=True)
@@ -313,6 +313,7 @@ class ReinforceLearner:
         self.ranks.average_gradients(params)
         clip = cfg.grad_clip or float("inf")  # inf: the norms are still checked for NaN
         norms = [nn.utils.clip_grad_norm_(g, clip) for g in self._groups()]
+        metrics.update(zip(("grad/htm", "grad/classifier", "grad/policy"), norms, strict=True))
         if not all(torch.isfinite(n) for n in norms):
             return False
         self.htm_opt.step()

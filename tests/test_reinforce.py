@@ -119,22 +119,20 @@ def test_pooled_baseline_normalises_over_all_depths_with_the_batch_by_hand():
         ReinforceConfig(baseline="median")
 
 
-def test_grad_clip_0_does_not_clip():
+def test_grad_clip_0_does_not_clip_and_the_logged_norms_are_before_the_clip():
     def one_update(clip):
         model = _model(seed=4)
         cfg = ReinforceConfig(grad_clip=clip, policy_lr=1e-2)
-        ReinforceLearner(model, Schedule((Stage(merges=None, steps=10),)), cfg).update(
+        torch.manual_seed(0)
+        m = ReinforceLearner(model, Schedule((Stage(merges=None, steps=10),)), cfg).update(
             _toy_batch(model, True)
         )
-        return torch.cat([p.detach().flatten() for p in model.parameters()])
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), m
 
-    torch.manual_seed(0)
-    off = one_update(0.0)
-    torch.manual_seed(0)
-    huge = one_update(1e12)
-    torch.manual_seed(0)
-    tiny = one_update(1e-9)
+    (off, m_off), (huge, _), (tiny, m_tiny) = (one_update(c) for c in (0.0, 1e12, 1e-9))
     assert torch.equal(off, huge) and not torch.allclose(off, tiny)
+    for k in ("grad/htm", "grad/classifier", "grad/policy"):
+        assert m_tiny[k] == pytest.approx(m_off[k]) and m_off[k] > 1e-6
 
 
 def test_episode_entropy_loss_is_the_mean_of_each_episodes_gap():
