@@ -55,8 +55,9 @@ class ReinforceConfig:
     # (two crossed pairs are cheap to form but then costly to merge).
     gamma: float = 1.0
     loss_power: float = 0.01
-    grad_clip: float = 1.0  # per optimiser group, so one loss cannot shrink another's step
-    # (0: no clipping, as the report's learner)
+    # Per optimiser group, so one loss cannot shrink another's step; 0: no clipping (the
+    # report's learner).
+    grad_clip: float = 1.0
     # The entropy term |H - target|: of the batch's mean entropy ("batch"), or the mean over
     # episodes of each one's own ("episode", the report's L1 loss per episode).
     entropy_loss: Literal["batch", "episode"] = "batch"
