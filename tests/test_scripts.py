@@ -124,11 +124,16 @@ def test_generate_and_report_smoke(tmp_path):
         evaluate.main(evaluate.Args(**report_args, report_sampler=str(run / "missing.pt")))
 
 
+# the original's learner: its pooled baseline (a window smaller than a run) must resume too
+REPORT_LEARNER = dict(baseline="pooled", baseline_size=50, grad_clip=0.0, entropy_loss="episode")
+
+
 @pytest.mark.parametrize(
-    ("policy", "group_size"), [("learned", 1), ("heuristic", 1), ("learned", 4)]
+    ("policy", "group_size", "extra"),
+    [("learned", 1, {}), ("heuristic", 1, {}), ("learned", 4, {}), ("learned", 1, REPORT_LEARNER)],
 )
-def test_resume_equals_uninterrupted(tmp_path, policy, group_size):
-    kw = dict(policy=policy, group_size=group_size, eval_every=0, image_every=0)
+def test_resume_equals_uninterrupted(tmp_path, policy, group_size, extra):
+    kw = dict(policy=policy, group_size=group_size, eval_every=0, image_every=0, **extra)
     straight = reinforce.main(_args(tmp_path, run_name="a", **kw))
     part = reinforce.main(_args(tmp_path, run_name="b", max_updates=4, **kw))
     assert torch.load(part / "checkpoint.pt", weights_only=True)["learner"]["step"] == 4
