@@ -28,11 +28,6 @@ def _setup(policy: str):
     venv = HTMVectorEnv(ROWS, model=model, array_type="torch")
     episodes = EpisodeCollector(venv).collect_round(RandomLearner(seed=1), seed=2)
     sched = Schedule((Stage(merges=None, steps=10),), explore_end=0.0, working_start=0.0)
-    if policy == "report":  # the original learner's mechanics, a small pooled window
-        config = ReinforceConfig(
-            baseline="pooled", baseline_size=20, grad_clip=0.0, entropy_loss="episode"
-        )
-        return model, sched, episodes, config
     return model, sched, episodes, ReinforceConfig(policy=policy)
 
 
@@ -61,7 +56,7 @@ def _worker(rank: int, world: int, init: str, policy: str, out: str) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("policy", ["learned", "heuristic", "report"])
+@pytest.mark.parametrize("policy", ["learned", "heuristic"])
 def test_two_ranks_are_one_process_playing_their_rows(tmp_path, policy):
     out = tmp_path / "result.pt"
     init = f"file://{tmp_path / 'rendezvous'}"
