@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from agents import losses
 
 BaselineKind = Literal["depth", "pooled"]
-BASELINES: tuple[str, ...] = ("depth", "pooled")
+BASELINES: tuple[str, ...] = get_args(BaselineKind)
 
 
 class RunningBaseline(nn.Module):

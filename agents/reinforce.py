@@ -9,7 +9,7 @@ at every step, the step losses, and the teacher-forced unmerging for the HTM los
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,9 @@ from agents.policies import POLICIES, Actor, IncrementalActor, pair_logits
 from agents.schedules import Schedule, Stage
 from htm_gym import core
 from htm_gym.nets import HTMModel
+
+EntropyLossKind = Literal["batch", "episode"]
+ENTROPY_LOSSES: tuple[str, ...] = get_args(EntropyLossKind)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class ReinforceConfig:
     grad_clip: float = 1.0
     # The entropy term |H - target|: of the batch's mean entropy ("batch"), or the mean over
     # episodes of each one's own ("episode", the report's L1 loss per episode).
-    entropy_loss: Literal["batch", "episode"] = "batch"
+    entropy_loss: EntropyLossKind = "batch"
     # L_r weighted per token, as the pooled reconstruction MSE is (see losses.Weights).
     pooled_recon: bool = False
     # Recompute each step's pair logits in the backward pass instead of keeping them: memory
@@ -72,9 +75,9 @@ class ReinforceConfig:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.baseline_size < 2 or self.grad_clip < 0:
             raise ValueError("baseline_size must be >= 2 and grad_clip >= 0 (0: off)")
-        if self.baseline not in BASELINES or self.entropy_loss not in ("batch", "episode"):
+        if self.baseline not in BASELINES or self.entropy_loss not in ENTROPY_LOSSES:
             raise ValueError(
-                f"baseline must be one of {BASELINES} and entropy_loss 'batch' or 'episode'; "
+                f"baseline must be one of {BASELINES} and entropy_loss one of {ENTROPY_LOSSES}; "
                 f"got {self.baseline!r}, {self.entropy_loss!r}"
             )
         if self.group_size < 1:

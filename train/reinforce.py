@@ -24,12 +24,13 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import htm_gym
+from agents.advantages import BaselineKind
 from agents.base import EpisodeBatch, Learner
 from agents.collector import EpisodeCollector
 from agents.distributed import Ranks, ranks_from_env
 from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
-from agents.reinforce import ReinforceConfig, ReinforceLearner
+from agents.reinforce import EntropyLossKind, ReinforceConfig, ReinforceLearner
 from agents.schedules import Schedule, Stage, build_schedule, default_stage_steps
 from htm_gym import runs
 from htm_gym.cli import below, flag, main_or_exit
@@ -133,14 +134,14 @@ class Args:
     """policy learning-rate multiplier per stage (0: the policy is frozen in that stage)"""
     policy_l2: float = ReinforceConfig.policy_l2
     """L2 on the policy network's weights (sum of squares)"""
-    baseline: Literal["depth", "pooled"] = ReinforceConfig.baseline
+    baseline: BaselineKind = ReinforceConfig.baseline
     """running reward baseline: one buffer per merge depth, or one over all depths holding
     the batch it normalises (the report's learner: pooled, --baseline-size 10000)"""
     baseline_size: int = ReinforceConfig.baseline_size
     """rewards kept per baseline buffer"""
     grad_clip: float = ReinforceConfig.grad_clip
     """gradient-norm clip per optimiser group (0: none, as the report's learner)"""
-    entropy_loss: Literal["batch", "episode"] = ReinforceConfig.entropy_loss
+    entropy_loss: EntropyLossKind = ReinforceConfig.entropy_loss
     """entropy term: |mean entropy - target| over the batch, or the mean of each
     episode's |entropy - target| (the report's L1 loss)"""
     working_entropy: float = Schedule.working_entropy
