@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import load_script
 
+from htm_gym.nets import HTMConfig, make_model
+
 reinforce = load_script("reinforce")
 evaluate = load_script("evaluate")
 generate = load_script("generate")
@@ -199,6 +201,29 @@ def test_model_arguments_reach_the_checkpoint(tmp_path):
         0.3,
     )
     assert (learner["policy_lr"], learner["policy_l2"], cfg["linear_skip"]) == (2e-3, 0.0, False)
+
+
+def test_heuristic_evaluation_is_the_heuristic_runs_own_greedy_policy(tmp_path, monkeypatch):
+    """--heuristic on a heuristic-policy run plays exactly its greedy evaluation, also when
+    the all-pairs scoring forces smaller batches."""
+    run = reinforce.main(
+        _args(tmp_path, stage_steps=(1, 2), policy="heuristic", eval_every=0, image_every=0)
+    )
+    monkeypatch.setattr(evaluate, "heuristic_batch", lambda model, slots, batch: 3)
+    res = evaluate.main(
+        evaluate.Args(checkpoint=str(run), num_instances=10, batch_size=8, heuristic=True)
+    )
+    own, extra = res["greedy"], res["heuristic"]
+    for key in ("recovered", "bracket_f1", "recon_mse_pooled", "mean_return"):
+        assert extra[key] == pytest.approx(own[key], rel=1e-6), key
+
+
+def test_heuristic_batch_fits_the_pair_table_in_its_budget():
+    model = make_model(HTMConfig(token_dim=4, embed_dim=8, hidden_dim=16), 0)
+    per_row = 6 * 6 * (4 * 8 + 4 * 16) * 4
+    assert evaluate.heuristic_batch(model, 6, 4096, budget=10 * per_row) == 10
+    assert evaluate.heuristic_batch(model, 6, 4, budget=10 * per_row) == 4
+    assert evaluate.heuristic_batch(model, 600, 4096, budget=10 * per_row) == 1
 
 
 def test_parts_sampler_needs_a_learned_pair_scorer(tmp_path):

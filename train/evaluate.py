@@ -6,6 +6,8 @@
 
 Rolls the checkpoint's policy to the root, greedy (argmax) and sampled, prints a table and
 writes JSON (default: ``<run>/eval_<data>.json``; an existing file is never overwritten).
+``--proximity`` and ``--heuristic`` add, greedy, a closest-pair baseline and the report's
+heuristic policy (minus each pair's one-step loss) on the same networks.
 ``--report`` adds the report's figures and generation scores under ``<run>/report/``.
 """
 
@@ -22,6 +24,7 @@ import tyro
 
 import htm_gym
 from agents import trained
+from agents.policies import Actor
 from htm_gym import runs
 from htm_gym.cli import below, main_or_exit
 from htm_gym.datasets import (
@@ -36,6 +39,7 @@ from htm_gym.evaluation.report import ReportInputs, write_report
 from htm_gym.evaluation.rollout import evaluate
 from htm_gym.files import run_dir_of
 from htm_gym.generation.roots import load_sampler
+from htm_gym.nets import HTMModel
 
 
 @dataclass
@@ -59,6 +63,10 @@ class Args:
     proximity: bool = False
     """also evaluate a baseline that merges the two nodes with the closest token centroids,
     decoded by this checkpoint's networks (evaluation only)"""
+    heuristic: bool = False
+    """also evaluate the report's heuristic policy on this checkpoint's networks (greedy by
+    minus the one-step loss of every pair, report 3.2.3): does the learned policy follow what
+    its own networks reward? It scores every pair at every step, in smaller batches"""
     split: str = "test"
     """datasets split by image (digits): which images to evaluate on"""
     report: bool = False
@@ -108,11 +116,10 @@ def main(args: Args) -> dict:
             model, generator, data, actor, args.batch_size, args.seed, noise, max_merges
         )
         results[mode]["seconds"] = time.perf_counter() - start
-    if args.proximity:
-        actor = ProximityActor(torch.as_tensor(data.tokens), torch.as_tensor(data.num_tokens))
-        results["proximity"] = evaluate(
-            model, generator, data, actor, args.batch_size, args.seed, None, max_merges
-        )
+    for key, actor, rows in baselines(args, model, data):
+        start = time.perf_counter()
+        results[key] = evaluate(model, generator, data, actor, rows, args.seed, None, max_merges)
+        results[key]["seconds"] = time.perf_counter() - start
     print_table(results)
     out = runs.fresh_path(args.output or run_dir_of(args.checkpoint) / f"eval_{name}.json")
     out.write_text(json.dumps(results, indent=2))
@@ -120,6 +127,28 @@ def main(args: Args) -> dict:
     if args.report:
         results["report"] = report(args, model, ckpt, generator, data, max_merges)
     return results
+
+
+def baselines(args: Args, model: HTMModel, data: TokenBatch) -> list[tuple[str, object, int]]:
+    """The greedy baselines asked for, on the checkpoint's networks: (key, actor, rows per
+    batch)."""
+    out: list[tuple[str, object, int]] = []
+    if args.proximity:
+        tokens, nums = torch.as_tensor(data.tokens), torch.as_tensor(data.num_tokens)
+        out.append(("proximity", ProximityActor(tokens, nums), args.batch_size))
+    if args.heuristic:
+        rows = heuristic_batch(model, data.tokens.shape[1], args.batch_size)
+        out.append(("heuristic", Actor(model, "heuristic", greedy=True), rows))
+    return out
+
+
+def heuristic_batch(model: HTMModel, slots: int, batch_size: int, budget: int = 2**28) -> int:
+    """Rows per batch for the heuristic: it merges and unmerges all S^2 pairs of a row at
+    once (pairs, two hidden layers and the reconstruction: about S^2 (4E + 4H) floats), kept
+    within ``budget`` bytes."""
+    c = model.config
+    per_row = slots * slots * (4 * c.embed_dim + 4 * c.hidden_dim) * 4
+    return max(1, min(batch_size, budget // per_row))
 
 
 def check_report_sampler(args: Args, ckpt: dict) -> None:
@@ -238,12 +267,13 @@ def print_table(results: dict) -> None:
     for label, key in rows:
         extra = f"{q[key]:>18.4f}" if q else ""
         print(f"{label:<34}{g[key]:>12.4f}{s[key]:>12.4f}{extra}")
-    if "proximity" in results:
-        pr = results["proximity"]
-        print(
-            f"{'proximity baseline':<34}{structure} {pr['recovered']:.4f}, bracket F1 "
-            f"{pr['bracket_f1']:.4f}, pooled MSE {pr['recon_mse_pooled']:.4f}"
-        )
+    for key, label in (("proximity", "proximity baseline"), ("heuristic", "heuristic, greedy")):
+        if key in results:
+            pr = results[key]
+            print(
+                f"{label:<34}{structure} {pr['recovered']:.4f}, bracket F1 "
+                f"{pr['bracket_f1']:.4f}, pooled MSE {pr['recon_mse_pooled']:.4f}"
+            )
     for key in ("accuracy", "precision", "recall", "f1"):
         extra = f"{q['classifier'][key]:>18.5f}" if q else ""
         cls = f"{g['classifier'][key]:>12.5f}{s['classifier'][key]:>12.5f}"
