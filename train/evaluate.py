@@ -36,7 +36,7 @@ from htm_gym.datasets import (
 )
 from htm_gym.evaluation.baselines import ProximityActor
 from htm_gym.evaluation.report import ReportInputs, write_report
-from htm_gym.evaluation.rollout import evaluate
+from htm_gym.evaluation.rollout import Policy, evaluate
 from htm_gym.files import run_dir_of
 from htm_gym.generation.roots import load_sampler
 from htm_gym.nets import HTMModel
@@ -129,10 +129,10 @@ def main(args: Args) -> dict:
     return results
 
 
-def baselines(args: Args, model: HTMModel, data: TokenBatch) -> list[tuple[str, object, int]]:
+def baselines(args: Args, model: HTMModel, data: TokenBatch) -> list[tuple[str, Policy, int]]:
     """The greedy baselines asked for, on the checkpoint's networks: (key, actor, rows per
     batch)."""
-    out: list[tuple[str, object, int]] = []
+    out: list[tuple[str, Policy, int]] = []
     if args.proximity:
         tokens, nums = torch.as_tensor(data.tokens), torch.as_tensor(data.num_tokens)
         out.append(("proximity", ProximityActor(tokens, nums), args.batch_size))
