@@ -155,7 +155,7 @@ def test_resume_of_a_run_from_before_the_linear_shortcut(tmp_path):
     )
     path = run / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=True)
-    for key in ("linear_skip", "policy_lr", "policy_l2", "group_size"):  # as older runs stored them
+    for key in ("linear_skip", "policy_lr", "policy_l2", "group_size", "lr"):  # as older runs
         del ckpt["args"][key]
     del ckpt["config"]["linear_skip"]
     ckpt["args"] |= {"embed_dim": None, "token_scale": None}  # "dataset default", then
@@ -167,6 +167,7 @@ def test_resume_of_a_run_from_before_the_linear_shortcut(tmp_path):
     assert done["update"] == 8 and done["config"]["linear_skip"] is False
     assert done["args"]["policy_lr"] == 1e-3, "the policy's old learning rate, not the new default"
     assert done["args"]["group_size"] == 1
+    assert list(done["args"]["lr"]) == [2e-3], "the networks' old learning rate, not crosses' 4e-3"
     assert done["config"]["token_scale"] == done["args"]["token_scale"] == 64.0
     assert done["args"]["embed_dim"] == done["config"]["embed_dim"]
     assert not any(k.endswith("skip.weight") for k in done["model"])
@@ -266,9 +267,10 @@ def test_per_stage_arguments_reach_the_schedule():
     st = sched.stages[1]
     assert st.lr_decay == pytest.approx(0.81) and sched.stages[0].lr_decay == pytest.approx(0.81)
     assert (st.lambda_step, st.lambda_lifter, st.lambda_encoder) == (0.5, 0.1, 0.2)
-    assert reinforce.build_schedule(
-        reinforce.Args(stage_steps=(1, 101), lr_end=0.01), "crosses", 5
-    ).lr(1 + 100) == pytest.approx(2e-3 * 0.01)
+    for dataset, lr in (("crosses", 4e-3), ("trees", 2e-3)):  # the dataset's default lr
+        assert reinforce.build_schedule(
+            reinforce.Args(stage_steps=(1, 101), lr_end=0.01), dataset, 5
+        ).lr(1 + 100) == pytest.approx(lr * 0.01)
     assert (sched.lr_floor, sched.working_entropy, sched.tau_start) == (1e-6, 0.4, 0.3)
     marks = (sched.explore_end, sched.working_start, sched.exploit_start, sched.exploit_end)
     assert marks == (0.1, 0.2, 0.3, 0.4)
@@ -287,7 +289,8 @@ def test_trees_smoke(tmp_path):
     )
     assert (run / "checkpoint.pt").is_file()
     stored = json.loads((run / "args.json").read_text())
-    assert (stored["reward"], stored["token_scale"]) == ("skip_path", 8.0)  # resolved
+    resolved = (stored["reward"], stored["token_scale"], stored["lr"])
+    assert resolved == ("skip_path", 8.0, [2e-3])
     res = evaluate.main(
         evaluate.Args(checkpoint=str(run), num_instances=6, batch_size=4, proximity=True)
     )

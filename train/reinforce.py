@@ -31,7 +31,13 @@ from agents.distributed import Ranks, ranks_from_env
 from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
 from agents.reinforce import EntropyLossKind, ReinforceConfig, ReinforceLearner
-from agents.schedules import Schedule, Stage, build_schedule, default_stage_steps
+from agents.schedules import (
+    Schedule,
+    Stage,
+    build_schedule,
+    default_lr,
+    default_stage_steps,
+)
 from htm_gym import runs
 from htm_gym.cli import below, flag, main_or_exit
 from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
@@ -84,8 +90,9 @@ class Args:
     report's one-step credit)"""
     stage_steps: tuple[int, ...] = ()
     """updates per curriculum stage (stage k: k merges; last: to the root); () = dataset default"""
-    lr: tuple[float, ...] = (Stage.lr,)
-    """learning rate per stage (one value: all stages)"""
+    lr: tuple[float, ...] = ()
+    """the networks' learning rate per stage (one value: all stages); () = dataset default
+    (4e-3 crosses, else 2e-3)"""
     lr_end: float = 0.05
     """each stage's learning rate decays exponentially to lr * lr_end by its last update"""
     lr_floor: float = Schedule.lr_floor
@@ -213,8 +220,9 @@ def log_images(writer, model, generator, data, learner, step: int) -> None:
 
 # What runs saved before an argument existed used: resuming them must not pick up a newer
 # default (plain MLPs before the shortcut, the policy's earlier learning rate, no groups,
-# one-step credit).
+# one-step credit, the networks' learning rate before it depended on the dataset).
 LEGACY_DEFAULTS = {
+    "lr": (Stage.lr,),
     "linear_skip": False,
     "policy_lr": 1e-3,
     "group_size": 1,
@@ -318,6 +326,7 @@ def resolve_defaults(args: Args, generator: TokenGenerator) -> Args:
     return replace(
         args,
         stage_steps=tuple(steps),
+        lr=tuple(args.lr or default_lr(generator.name)),
         embed_dim=args.embed_dim or default_embed_dim(generator),
         token_scale=args.token_scale or default_token_scale(generator),
         reward=args.reward or DEFAULT_REWARD.get(generator.name, "one_step"),
