@@ -34,7 +34,7 @@ def all_pair_step_losses(model: HTMModel, nodes: Tensor) -> Tensor:
     pairs = torch.cat(
         [nodes[:, :, None].expand(b, s, s, e), nodes[:, None].expand(b, s, s, e)], dim=-1
     )  # (B, S, S, 2E)
-    recon = model.unmerger(model.merger(pairs))
+    recon = model.unmerger(model.merge_pair(pairs))
     return (recon - pairs).pow(2).mean(-1)
 
 

@@ -170,7 +170,7 @@ def merge(
     ids_l = state.slot_node[rows, left]
     ids_r = state.slot_node[rows, right]
     size = state.sizes[rows, ids_l] + state.sizes[rows, ids_r]  # (B,)
-    merged = model.narrow(model.merger(pair) + state.noise[rows, new_id], size)  # (B, E)
+    merged = model.narrow(model.merge_pair(pair) + state.noise[rows, new_id], size)  # (B, E)
     loss = one_step_loss(model, pair, merged) * apply
 
     new_oh = F.one_hot(new_id, 2 * s - 1).bool() & apply[:, None]  # (B, 2S-1)

@@ -42,6 +42,11 @@ class HTMConfig:
     # information unless its tokens share structure; nodes over more tokens than listed,
     # and leaves, keep all E. () (the report's) keeps every node E wide.
     node_widths: tuple[int, ...] = ()
+    # A power-limited channel: every node (leaf or merged) is b * tanh(x / b) before its
+    # noise, so the networks cannot outscale the noise and each node carries a bounded
+    # amount of information; a merge that must keep more loses more. 0 (the report's):
+    # unbounded.
+    node_bound: float = 0.0
 
     def __post_init__(self) -> None:
         if self.policy_kind not in POLICY_KINDS:
@@ -55,6 +60,8 @@ class HTMConfig:
             raise ValueError("HTMConfig.classifier_hidden_dim must be a positive integer")
         if not self.token_scale > 0:
             raise ValueError(f"HTMConfig.token_scale must be positive, got {self.token_scale}")
+        if not self.node_bound >= 0:
+            raise ValueError(f"HTMConfig.node_bound must be >= 0 (0: off), got {self.node_bound}")
         if not self.noise_std >= 0:
             raise ValueError(f"HTMConfig.noise_std must be >= 0, got {self.noise_std}")
         if not all(1 <= w <= self.embed_dim for w in self.node_widths):
@@ -169,14 +176,21 @@ class HTMModel(nn.Module):
     def denormalize(self, tokens: Tensor) -> Tensor:
         return tokens * self.token_scale + self.token_loc
 
+    def bound(self, nodes: Tensor) -> Tensor:  # (..., E) -> (..., E)
+        b = self.config.node_bound
+        return nodes if b == 0 else b * torch.tanh(nodes / b)
+
     def lift(self, tokens: Tensor) -> Tensor:  # (..., T) in token units -> (..., E)
-        return self.lifter(self.normalize(tokens))
+        return self.bound(self.lifter(self.normalize(tokens)))
 
     def unlift(self, nodes: Tensor) -> Tensor:  # (..., E) -> (..., T) in token units
         return self.denormalize(self.unlifter(nodes))
 
     def merge(self, left: Tensor, right: Tensor) -> Tensor:  # (B, E), (B, E) -> (B, E)
-        return self.merger(torch.cat([left, right], dim=-1))
+        return self.merge_pair(torch.cat([left, right], dim=-1))
+
+    def merge_pair(self, pair: Tensor) -> Tensor:  # (..., 2E) -> (..., E), noise-free
+        return self.bound(self.merger(pair))
 
     def unmerge(self, parent: Tensor) -> tuple[Tensor, Tensor]:  # (B, E) -> 2 x (B, E)
         out = self.unmerger(parent)

@@ -201,6 +201,28 @@ def test_linear_skip_round_trip_and_old_checkpoints(tmp_path):
     assert load_model(tmp_path / "old.pt").merger.skip is None
 
 
+def test_node_bound_keeps_every_noise_free_node_inside_the_bound():
+    cfg = HTMConfig(token_dim=4, embed_dim=6, hidden_dim=16, node_bound=0.5)
+    model = make_model(cfg, seed=0)
+    with torch.no_grad():  # weights large enough that an unbounded node would pass 0.5
+        for p in model.parameters():
+            p.mul_(20)
+    tokens, num = _batch(16)
+    with torch.no_grad():
+        state, _ = _random_rollout(model, tokens, num)
+        free = make_model(HTMConfig(token_dim=4, embed_dim=6, hidden_dim=16), seed=0)
+        free.load_state_dict(model.state_dict())
+        unbounded, _ = _random_rollout(free, tokens, num)
+    made = core.node_mask(state)  # the rollout's noise comes on top of the bound
+    assert (state.tree - state.noise)[made].abs().max() <= 0.5
+    assert (unbounded.tree - unbounded.noise)[made].abs().max() > 0.5, "the bound holds them"
+    x = torch.linspace(-3, 3, 7)
+    torch.testing.assert_close(model.bound(x), 0.5 * torch.tanh(x / 0.5))
+    assert model.merge_pair(torch.zeros(2, 12)).shape == (2, 6)
+    with pytest.raises(ValueError, match="node_bound"):
+        HTMConfig(token_dim=4, node_bound=-1.0)
+
+
 def test_node_widths_narrow_merged_nodes_and_their_decodings():
     widths = (3, 4)  # nodes over 2 and 3 tokens; larger ones keep all 12
     cfg = HTMConfig(token_dim=4, embed_dim=12, hidden_dim=16, node_widths=widths)

@@ -36,6 +36,7 @@ def _args(tmp_path, **kw):
         ({"group_size": 3}, "divisor"),
         ({"device": "gpu"}, "--device 'gpu'"),
         ({"node_widths": (2, 99)}, "--node-widths must lie in 1..embed-dim"),
+        ({"node_bound": -1.0}, "--node-bound must be >= 0"),
         ({"reward_rate": 0.1}, "add --reward skip_path"),
         ({"reward_rate": -1.0, "reward": "skip_path"}, "--reward-rate must be >= 0"),
         ({"reward_rate": float("inf"), "reward": "skip_path"}, "--reward-rate must be >= 0"),

@@ -110,6 +110,9 @@ class Args:
     node_widths: tuple[int, ...] = HTMConfig.node_widths
     """compression by level: a merged node over 2, 3, ... tokens keeps only this many
     embedding coordinates (e.g. --node-widths 2 2); larger nodes keep all (docs/trees.md)"""
+    node_bound: float = HTMConfig.node_bound
+    """every node is b * tanh(x / b) before its noise (0: unbounded), so the noise limits what
+    a node can carry (docs/trees.md)"""
     checkpoint_policy: bool = False
     """recompute pair logits in the backward pass (memory O(S) per step; for large P)"""
     final_merges: int | None = None
@@ -352,6 +355,7 @@ def model_config(args: Args, generator: TokenGenerator) -> HTMConfig:
             policy_kind=args.policy_kind,
             linear_skip=args.linear_skip,
             node_widths=tuple(args.node_widths),
+            node_bound=args.node_bound,
             token_loc=generator.token_loc,
             token_scale=args.token_scale,
             noise_std=args.noise_std,
