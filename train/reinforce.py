@@ -66,6 +66,10 @@ class Args:
     """a plug-in learner 'package.module:Class' (see agents/base.py Learner), used instead of
     the built-in REINFORCE learner; e.g. agents.attention:AttentionLearner"""
     seed: int = 1
+    init_seed: int | None = None
+    """seed of the networks' initial weights alone (default: --seed); the data, node noise
+    and policy samples keep following --seed (on narrow trees the initial weights decide
+    whether subtrees form: docs/trees.md)"""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N"""
     threads: int = 0
@@ -374,7 +378,8 @@ def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ra
         raise SystemExit(str(e)) from e
     config = model_config(args, generator)
     torch.manual_seed(args.seed)
-    model = make_model(config, seed=args.seed, device=device)
+    init_seed = args.seed if args.init_seed is None else args.init_seed
+    model = make_model(config, seed=init_seed, device=device)
     try:
         reinforce_config = ReinforceConfig(
             policy=args.policy,
