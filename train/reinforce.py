@@ -67,9 +67,9 @@ class Args:
     the built-in REINFORCE learner; e.g. agents.attention:AttentionLearner"""
     seed: int = 1
     init_seed: int | None = None
-    """seed of the networks' initial weights alone (default: --seed); the data, node noise
-    and policy samples keep following --seed (on narrow trees the initial weights decide
-    whether subtrees form: docs/trees.md)"""
+    """seed of the HTM model's initial weights alone (default: --seed); the data, node noise,
+    policy samples and a plug-in learner's own networks keep following --seed (on narrow
+    trees the initial weights decide whether subtrees form: docs/trees.md)"""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N"""
     threads: int = 0
