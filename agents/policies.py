@@ -141,7 +141,7 @@ class IncrementalActor:
         else:
             a = sample(masked_log_probs(logits, action_mask.bool()), self.generator, False)
         self.left, self.right = core.slot_pairs(a, s).unbind(-1)
-        self.expected = active & ~torch.nn.functional.one_hot(self.right, s).bool()
+        self.expected = active & ~core.one_hot(self.right, s)
         self.seen = nodes.clone()
         return a
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from htm_gym.nets import HTMModel
@@ -74,6 +73,12 @@ def slot_pairs(actions: Tensor, num_slots: int) -> Tensor:  # (...) long -> (...
 
 def flat_actions(pairs: Tensor, num_slots: int) -> Tensor:  # (..., 2) long -> (...)
     return pairs[..., 0] * num_slots + pairs[..., 1]
+
+
+def one_hot(index: Tensor, n: int) -> Tensor:  # (...) long -> (..., n) bool
+    """``F.one_hot(index, n).bool()`` without its range check, which costs a min/max
+    reduction and a host synchronisation per call (indices outside 0..n-1 give no hit)."""
+    return index[..., None] == torch.arange(n, device=index.device)
 
 
 def lift(model: HTMModel, tokens: Tensor, num_tokens: Tensor, noise: Tensor) -> MergeState:
@@ -173,10 +178,10 @@ def merge(
     merged = model.narrow(model.merge_pair(pair) + state.noise[rows, new_id], size)  # (B, E)
     loss = one_step_loss(model, pair, merged) * apply
 
-    new_oh = F.one_hot(new_id, 2 * s - 1).bool() & apply[:, None]  # (B, 2S-1)
-    left_oh = F.one_hot(left, s).bool() & apply[:, None]  # (B, S)
-    right_oh = F.one_hot(right, s).bool() & apply[:, None]
-    step_oh = F.one_hot(state.merges.clamp(max=s - 2), s - 1).bool() & apply[:, None]
+    new_oh = one_hot(new_id, 2 * s - 1) & apply[:, None]  # (B, 2S-1)
+    left_oh = one_hot(left, s) & apply[:, None]  # (B, S)
+    right_oh = one_hot(right, s) & apply[:, None]
+    step_oh = one_hot(state.merges.clamp(max=s - 2), s - 1) & apply[:, None]
     new_state = replace(
         state,
         tree=torch.where(new_oh[..., None], merged[:, None, :], state.tree),
@@ -219,7 +224,7 @@ def unmerge(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) -> Ten
         if model.config.node_widths:  # each child as narrow as its up-tree node
             left = model.narrow(left, state.sizes[rows, ids[:, 0]])
             right = model.narrow(right, state.sizes[rows, ids[:, 1]])
-        mask = F.one_hot(ids, 2 * s - 1).bool() & apply[:, None, None]  # (B, 2, 2S-1)
+        mask = one_hot(ids, 2 * s - 1) & apply[:, None, None]  # (B, 2, 2S-1)
         down = torch.where(mask[:, 0, :, None], left[:, None], down)
         down = torch.where(mask[:, 1, :, None], right[:, None], down)
     return down

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor
 
@@ -364,7 +363,7 @@ class MergeSim:
             loss = torch.where(legal, after - self.forest_loss, 0.0)
             self.forest_loss = torch.where(legal, after, self.forest_loss)
         reward = torch.where(illegal, -self.options.illegal_penalty, -loss)
-        step = F.one_hot((self.state.merges - 1).clamp(0, self.S - 2), self.S - 1).bool()
+        step = core.one_hot((self.state.merges - 1).clamp(0, self.S - 2), self.S - 1)
         self.rewards = torch.where(step & legal[:, None], reward[:, None], self.rewards)
         self.episode_steps += apply.long()
         terminated = apply & (self.state.merges >= self.state.num_tokens - 1)

@@ -127,14 +127,20 @@ class HTMVectorEnv(VectorEnv):
         return self._obs(), self._infos(illegal, mask)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        return self._step(actions, hold=False)
+
+    def _step(self, actions: Any, hold: bool) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """``step``; with ``hold``, rows that have ended stay ended (no autoreset, no merge)
+        instead of starting a new episode, for :func:`play_round`, which would discard it."""
         acts = self._check_actions(actions)
-        resetting = self._needs_reset.copy()
+        ended = self._needs_reset.copy()
+        resetting = ended & (not hold)
         if self.autoreset_mode == AutoresetMode.DISABLED and resetting.any():
             raise RuntimeError(
                 f"envs {np.flatnonzero(resetting).tolist()} have ended; with autoreset DISABLED "
                 "reset them first with reset(options={'reset_mask': mask})"
             )
-        apply = torch.as_tensor(~resetting, device=self.device)
+        apply = torch.as_tensor(~ended, device=self.device)
         reward, term, trunc, illegal = self.sim.step(acts, apply)
         rows = np.flatnonzero(resetting)
         if len(rows):
@@ -143,7 +149,7 @@ class HTMVectorEnv(VectorEnv):
                 for i in rows
             ]
             self.sim.reset_rows(rows, eps)
-        self._needs_reset = (term | trunc).cpu().numpy()
+        self._needs_reset = (term | trunc).cpu().numpy() | (ended & ~resetting)
         everyone = np.ones(self.num_envs, dtype=bool)
         if self.array_type == "torch":
             info = self._infos(illegal, everyone)
@@ -319,7 +325,8 @@ def play_round(
 
     Returns the record of each row's episode, in row order, and the env steps taken by
     rows still in their episode (illegal actions included). Needs ``array_type="torch"``
-    and the ``NEXT_STEP`` autoreset (rows that end early idle through their reset).
+    and the ``NEXT_STEP`` autoreset. Rows that end early idle at their end (no new episode
+    is drawn for them) and autoreset on the first ``step`` after the round.
     """
     if venv.array_type != "torch" or venv.autoreset_mode != AutoresetMode.NEXT_STEP:
         raise ValueError("play_round needs HTMVectorEnv(array_type='torch') with NEXT_STEP")
@@ -329,7 +336,7 @@ def play_round(
     steps = torch.zeros((), dtype=torch.long, device=venv.device)
     while not bool(finished.all()):
         steps += (~finished).sum()
-        obs, _, _, _, info = venv.step(act(obs, info["action_mask"]))
+        obs, _, _, _, info = venv._step(act(obs, info["action_mask"]), hold=True)
         ended = info["_episode_record"] & ~finished
         record = record.where(ended, info["episode_record"])
         finished |= ended
