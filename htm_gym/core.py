@@ -168,6 +168,15 @@ def merge(
     legal wherever ``apply`` holds. Rows where it does not are returned unchanged.
     Returns the new state and the one-step loss (B,) (0 where not applied).
     """
+    new_state, pair, merged = merge_nodes(model, state, left, right, apply)
+    return new_state, one_step_loss(model, pair, merged) * apply
+
+
+def merge_nodes(
+    model: HTMModel, state: MergeState, left: Tensor, right: Tensor, apply: Tensor
+) -> tuple[MergeState, Tensor, Tensor]:
+    """:func:`merge` without its one-step loss: the new state, the merge's inputs (B, 2E)
+    and the merged node (B, E), so that a replay can score every step's loss at once."""
     b, s = state.slot_node.shape
     rows = torch.arange(b, device=left.device)
     pair = pair_inputs(state, left, right)  # (B, 2E)
@@ -176,7 +185,6 @@ def merge(
     ids_r = state.slot_node[rows, right]
     size = state.sizes[rows, ids_l] + state.sizes[rows, ids_r]  # (B,)
     merged = model.narrow(model.merge_pair(pair) + state.noise[rows, new_id], size)  # (B, E)
-    loss = one_step_loss(model, pair, merged) * apply
 
     new_oh = one_hot(new_id, 2 * s - 1) & apply[:, None]  # (B, 2S-1)
     left_oh = one_hot(left, s) & apply[:, None]  # (B, S)
@@ -196,7 +204,7 @@ def merge(
             step_oh[..., None], torch.stack([ids_l, ids_r], -1)[:, None], state.children
         ),
     )
-    return new_state, loss
+    return new_state, pair, merged
 
 
 def unmerge(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) -> Tensor:
@@ -278,11 +286,15 @@ def internal_labels(state: MergeState) -> tuple[Tensor, Tensor]:
     return exists, (ids >= state.num_tokens[:, None]).long()
 
 
-def classifier_inputs(model: HTMModel, state: MergeState, down: Tensor) -> tuple[Tensor, Tensor]:
+def classifier_inputs(
+    model: HTMModel, state: MergeState, down: Tensor, rows: int | None = None
+) -> tuple[Tensor, Tensor]:
     """Classifier logits (K, 2) and leaf (0) / internal (1) labels (K,) of every down-tree
-    node. The classifier reads stopped embeddings: it must not reshape the embedding space.
+    node of the first ``rows`` rows (None: all). The classifier reads stopped embeddings: it
+    must not reshape the embedding space.
     """
     exists, labels = internal_labels(state)
+    exists, labels, down = exists[:rows], labels[:rows], down[:rows]
     return model.classifier(down.detach()[exists]), labels[exists]
 
 
@@ -313,16 +325,21 @@ def replay(
     (``MergeState.actions`` are such pairs); a learner scores the actions it took on
     ``before``. Steps past the longest episode are not run."""
     state = lift(model, tokens, num_tokens, noise)
-    s = state.num_slots
-    losses, before = [], []
+    b, s = state.slot_node.shape
+    inputs, merged, before = [], [], []
     for t in range(s - 1):
         apply = lengths > t
         if not bool(apply.any()):
             break
         before.append(state)
         pair = pairs[:, t].clamp(min=0)
-        state, loss = merge(model, state, pair[:, 0], pair[:, 1], apply)
-        losses.append(loss)
-    pad = tokens.new_zeros(tokens.shape[0], s - 1 - len(losses))
-    step_losses = torch.cat([torch.stack(losses, 1), pad], 1) if losses else pad
-    return Replay(state, step_losses, before)
+        state, pair_in, node = merge_nodes(model, state, pair[:, 0], pair[:, 1], apply)
+        inputs.append(pair_in)
+        merged.append(node)
+    pad = tokens.new_zeros(b, s - 1 - len(merged))
+    if not merged:
+        return Replay(state, pad, before)
+    # Every step's one-step loss in one unmerger call: (steps * B) rows, step-major.
+    loss = one_step_loss(model, torch.cat(inputs), torch.cat(merged)).view(len(merged), b).T
+    loss = loss * (lengths[:, None] > torch.arange(len(merged), device=lengths.device))
+    return Replay(state, torch.cat([loss, pad], 1), before)

@@ -234,3 +234,36 @@ def test_a_stage_with_policy_lr_scale_0_freezes_the_policy_only():
     )
     with pytest.raises(ValueError, match="policy_lr_scale"):
         Stage(merges=None, steps=10, policy_lr_scale=-1.0)
+
+
+@pytest.mark.parametrize("share", [0.25, 1.0])
+def test_the_classifier_trains_on_its_share_of_each_token_counts_rows(share):
+    torch.manual_seed(0)
+    model = _model(seed=5)
+    batch = _toy_batch(model, good_first=True, n=10)
+    seen = []
+    model.classifier.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+    cfg = ReinforceConfig(classifier_share=share)
+    ReinforceLearner(model, Schedule((Stage(merges=None, steps=5),)), cfg).update(batch)
+    rows = {0.25: 3, 1.0: 10}[share]  # ceil(10 * share) rows of the one P = 2 group
+    assert seen == [3 * rows]  # each P = 2 episode's down tree: two leaves and the root
+    with pytest.raises(ValueError, match="classifier_share"):
+        ReinforceConfig(classifier_share=0.0)
+
+
+def test_replayed_step_losses_equal_each_merges_own():
+    model = _model(seed=6)
+    state, _ = _fixed_tree(model)
+    rep = core.replay(
+        model, state.tokens, state.num_tokens, state.noise, state.actions, state.merges
+    )
+    st, expected = core.lift(model, state.tokens, state.num_tokens, state.noise), []
+    for t in range(int(state.merges[0])):
+        pair = state.actions[:, t]
+        st, loss = core.merge(model, st, pair[:, 0], pair[:, 1], torch.tensor([True]))
+        expected.append(loss)
+    assert torch.allclose(rep.step_losses, torch.stack(expected, 1))
+    short = core.replay(  # an episode that stopped a merge early pays nothing past its end
+        model, state.tokens, state.num_tokens, state.noise, state.actions, state.merges - 1
+    )
+    assert torch.allclose(short.step_losses[:, 0], expected[0]) and short.step_losses[0, 1] == 0

@@ -44,6 +44,8 @@ def _args(tmp_path, **kw):
         ({"reward_rate": -1.0, "reward": "skip_path"}, "--reward-rate must be >= 0"),
         ({"reward_rate": float("inf"), "reward": "skip_path"}, "--reward-rate must be >= 0"),
         ({"grad_clip": -1.0}, "--grad-clip must be >= 0"),
+        ({"classifier_share": 0.0}, "--classifier-share must be in"),
+        ({"classifier_share": 1.5}, "--classifier-share must be in"),
         ({"baseline_size": 1}, "--baseline-size must be >= 2"),
     ],
 )

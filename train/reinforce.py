@@ -148,6 +148,8 @@ class Args:
     """policy learning-rate multiplier per stage (0: the policy is frozen in that stage)"""
     policy_l2: float = ReinforceConfig.policy_l2
     """L2 on the policy network's weights (sum of squares)"""
+    classifier_share: float = ReinforceConfig.classifier_share
+    """share of each update's episodes whose nodes train the leaf/internal classifier (1: all)"""
     baseline: BaselineKind = ReinforceConfig.baseline
     """running reward baseline: one buffer per merge depth, or one over all depths holding
     the batch it normalises (the report's learner: pooled, --baseline-size 10000)"""
@@ -227,7 +229,8 @@ def log_images(writer, model, generator, data, learner, step: int) -> None:
 
 # What runs saved before an argument existed used: resuming them must not pick up a newer
 # default (plain MLPs before the shortcut, the policy's earlier learning rate, no groups,
-# one-step credit, the networks' learning rate before it depended on the dataset).
+# one-step credit, the networks' learning rate before it depended on the dataset, a
+# classifier trained on every episode's nodes).
 LEGACY_DEFAULTS = {
     "lr": (Stage.lr,),
     "linear_skip": False,
@@ -235,6 +238,7 @@ LEGACY_DEFAULTS = {
     "group_size": 1,
     "gamma": 0.0,
     "reward": "one_step",
+    "classifier_share": 1.0,
 }
 # Reward per dataset. Trees: the skip-path reward (every token decoded from the current forest) cut
 # the reference MSE from 44.8 to 12.7 px^2 at the same budget; no credit tried recovers the
@@ -294,6 +298,11 @@ def check_args(args: Args) -> None:
     # inf too: the env would refuse it only after the run folder exists
     if not 0 <= args.reward_rate < float("inf"):
         raise SystemExit(f"--reward-rate must be >= 0 and finite, got {args.reward_rate}")
+    if not 0 < args.classifier_share <= 1:
+        raise SystemExit(
+            f"--classifier-share must be in (0, 1] (1: every episode's nodes), "
+            f"got {args.classifier_share}"
+        )
     if not 0 <= args.grad_clip < float("inf"):
         raise SystemExit(
             f"--grad-clip must be >= 0 and finite (0: no clipping), got {args.grad_clip}"
@@ -386,6 +395,7 @@ def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ra
             lambda_entropy=args.lambda_entropy,
             policy_lr=args.policy_lr,
             policy_l2=args.policy_l2,
+            classifier_share=args.classifier_share,
             baseline=args.baseline,
             baseline_size=args.baseline_size,
             grad_clip=args.grad_clip,
