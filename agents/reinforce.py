@@ -8,7 +8,6 @@ at every step, the step losses, and the teacher-forced unmerging for the HTM los
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
@@ -43,8 +42,8 @@ class ReinforceConfig:
     policy_lr: float = 3e-3
     policy_l2: float = 1e-4
     classifier_lr: float = 1e-3
-    # Share of each update's episodes whose down-tree nodes train the classifier: the first
-    # rows of each token count, an i.i.d. sample. A quarter saves about 8% of a crosses
+    # Share of each update's episodes whose down-tree nodes train the classifier (every
+    # 1/share-th by global row, an i.i.d. sample). A quarter saves about 8% of a crosses
     # update and kept its reference accuracy >= 0.9999 (docs/results.md); 1: every node.
     classifier_share: float = 0.25
     temperature_lr: float = 0.05  # heuristic policy's temperature optimiser (report 3.4.3)
@@ -171,7 +170,8 @@ class ReinforceLearner:
         # One replay per token count P: a padded batch would spend the longest episode's
         # merges on every row (1.65x slower on crosses, `python train/bench_env.py`).
         forest = stage.lambda_forest > 0
-        parts = [self._replay(g, tau, s, forest) for g in episodes.split_by_tokens()]
+        groups, cls_rows = episodes.split_by_tokens(), self._classifier_rows(episodes)
+        parts = [self._replay(g, tau, s, r, forest) for g, r in zip(groups, cls_rows, strict=True)]
         cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         signal = self._signal(cat, episodes)
         shared = self._shared_signal(signal, cat, episodes)
@@ -209,6 +209,17 @@ class ReinforceLearner:
             for group in opt.param_groups:
                 group["lr"] = base and max(base * sched.lr_factor(self.step), sched.lr_floor)
         return stage
+
+    def _classifier_rows(self, episodes: EpisodeBatch) -> list[Tensor]:
+        """Which rows train the classifier, per token-count group (bool, in the order of
+        ``split_by_tokens``): every (1 / share)-th episode by its global row (rank * rows +
+        row), so N ranks pick the rows one process would."""
+        n = len(episodes)
+        i = self.ranks.rank * n + torch.arange(n, device=self.device, dtype=torch.float64)
+        share = self.config.classifier_share
+        take = torch.floor(i * share) > torch.floor((i - 1) * share)  # row 0 always
+        nums = episodes.num_tokens
+        return [take[nums == p] for p in torch.unique(nums).tolist()]
 
     def _signal(self, cat: dict[str, Tensor], episodes: EpisodeBatch) -> Tensor:
         """What the running buffer normalises into advantages. A group's rows share P, so the
@@ -258,10 +269,10 @@ class ReinforceLearner:
             stage.lambda_forest,
             cfg.pooled_recon,
         )
-        cls_loss = self.ranks.global_mean(
-            torch.nn.functional.cross_entropy(cat["cls_logits"], cat["cls_labels"]),
-            len(cat["cls_labels"]),
-        )
+        logits, labels = cat["cls_logits"], cat["cls_labels"]
+        # A rank may hold none of the classifier's rows; its share of the mean is then 0.
+        ce = F.cross_entropy(logits, labels) if len(labels) else logits.sum() * 0
+        cls_loss = self.ranks.global_mean(ce, len(labels))
         return {
             "loss/htm": losses.htm_loss(terms, cat["num_tokens"], weights),
             "loss/recon": terms["recon"].mean(),
@@ -271,9 +282,9 @@ class ReinforceLearner:
             "loss/encoder_l2": terms["encoder"].mean(),
             "loss/forest": terms["forest"].mean(),
             "loss/classifier": cls_loss,
-            "classifier/train_accuracy": (cat["cls_logits"].argmax(-1) == cat["cls_labels"])
-            .float()
-            .mean(),
+            "classifier/train_accuracy": (logits.argmax(-1) == labels).float().mean()
+            if len(labels)
+            else torch.tensor(float("nan")),
             "recon/mse_px": terms["recon"].mean() * self.model.token_scale**2,
         }
 
@@ -343,7 +354,7 @@ class ReinforceLearner:
             )
 
     def _replay(
-        self, g: EpisodeBatch, tau: float, s: int, forest: bool = False
+        self, g: EpisodeBatch, tau: float, s: int, cls_rows: Tensor, forest: bool = False
     ) -> dict[str, Tensor]:
         """Replay one group of episodes with gradients. Per-instance HTM terms, classifier
         logits/labels per node, and per-step log pi, entropy, validity and rewards padded
@@ -387,9 +398,8 @@ class ReinforceLearner:
         out["forest"] = (
             torch.stack(forests, 1).sum(1) / count if forests else step_losses.new_zeros(len(g))
         )
-        rows = math.ceil(len(g) * self.config.classifier_share)
         out["cls_logits"], out["cls_labels"] = core.classifier_inputs(
-            self.model, state, out.pop("down"), rows
+            self.model, state, out.pop("down"), cls_rows
         )
         n, d = len(g), g.pairs.shape[1]
         steps = torch.arange(s - 1, device=self.device)[None, :]

@@ -287,14 +287,15 @@ def internal_labels(state: MergeState) -> tuple[Tensor, Tensor]:
 
 
 def classifier_inputs(
-    model: HTMModel, state: MergeState, down: Tensor, rows: int | None = None
+    model: HTMModel, state: MergeState, down: Tensor, rows: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Classifier logits (K, 2) and leaf (0) / internal (1) labels (K,) of every down-tree
-    node of the first ``rows`` rows (None: all). The classifier reads stopped embeddings: it
-    must not reshape the embedding space.
+    node of the rows where ``rows`` (B,) bool holds (None: all). The classifier reads stopped
+    embeddings: it must not reshape the embedding space.
     """
     exists, labels = internal_labels(state)
-    exists, labels, down = exists[:rows], labels[:rows], down[:rows]
+    if rows is not None:
+        exists = exists & rows[:, None]
     return model.classifier(down.detach()[exists]), labels[exists]
 
 

@@ -23,12 +23,12 @@ from htm_gym.nets import HTMConfig, make_model
 ROWS, UPDATES = 8, 3
 
 
-def _setup(policy: str):
+def _setup(policy: str, share: float = ReinforceConfig.classifier_share):
     model = make_model(HTMConfig(token_dim=4, embed_dim=8, hidden_dim=16, token_scale=8.0), 0)
     venv = HTMVectorEnv(ROWS, model=model, array_type="torch")
     episodes = EpisodeCollector(venv).collect_round(RandomLearner(seed=1), seed=2)
     sched = Schedule((Stage(merges=None, steps=10),), explore_end=0.0, working_start=0.0)
-    return model, sched, episodes, ReinforceConfig(policy=policy)
+    return model, sched, episodes, ReinforceConfig(policy=policy, classifier_share=share)
 
 
 def _train(model, sched, episodes, config, ranks: Ranks) -> dict[str, list[torch.Tensor]]:
@@ -47,22 +47,25 @@ def _train(model, sched, episodes, config, ranks: Ranks) -> dict[str, list[torch
     return {k: [t.cpu() for t in ts] for k, ts in out.items()}
 
 
-def _worker(rank: int, world: int, init: str, policy: str, out: str) -> None:
+def _worker(rank: int, world: int, init: str, policy: str, share: float, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     torch.set_num_threads(1)
-    result = _train(*_setup(policy), Ranks(rank, world))
+    result = _train(*_setup(policy, share), Ranks(rank, world))
     if rank == 0:
         torch.save(result, out)
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("policy", ["learned", "heuristic"])
-def test_two_ranks_are_one_process_playing_their_rows(tmp_path, policy):
+# share 0.1 of 8 rows: the classifier trains on row 0 alone, so rank 1 holds none of its rows
+@pytest.mark.parametrize(
+    ("policy", "share"), [("learned", 0.25), ("heuristic", 0.25), ("learned", 0.1)]
+)
+def test_two_ranks_are_one_process_playing_their_rows(tmp_path, policy, share):
     out = tmp_path / "result.pt"
     init = f"file://{tmp_path / 'rendezvous'}"
-    mp.spawn(_worker, args=(2, init, policy, str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, init, policy, share, str(out)), nprocs=2, join=True)
     torch.set_num_threads(1)
-    single, ranked = _train(*_setup(policy), Ranks()), torch.load(out)
+    single, ranked = _train(*_setup(policy, share), Ranks()), torch.load(out)
     # Gradients are where a wrong normalisation would show (Adam's steps hide scale).
     # Tolerance relative to each tensor's scale: unclipped gradients ("report") are larger,
     # and so is the rounding of a different reduction order.

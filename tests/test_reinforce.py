@@ -245,7 +245,7 @@ def test_the_classifier_trains_on_its_share_of_each_token_counts_rows(share):
     model.classifier.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
     cfg = ReinforceConfig(classifier_share=share)
     ReinforceLearner(model, Schedule((Stage(merges=None, steps=5),)), cfg).update(batch)
-    rows = {0.25: 3, 1.0: 10}[share]  # ceil(10 * share) rows of the one P = 2 group
+    rows = {0.25: 3, 1.0: 10}[share]  # rows 0, 4, 8 (every fourth) or all of the P = 2 group
     assert seen == [3 * rows]  # each P = 2 episode's down tree: two leaves and the root
     with pytest.raises(ValueError, match="classifier_share"):
         ReinforceConfig(classifier_share=0.0)
