@@ -354,12 +354,18 @@ class ReinforceLearner:
             )
 
     def _replay(
-        self, g: EpisodeBatch, tau: float, s: int, cls_rows: Tensor, forest: bool = False
+        self,
+        g: EpisodeBatch,
+        tau: float,
+        s: int,
+        cls_rows: Tensor | None = None,
+        forest: bool = False,
     ) -> dict[str, Tensor]:
         """Replay one group of episodes with gradients. Per-instance HTM terms, classifier
-        logits/labels per node, and per-step log pi, entropy, validity and rewards padded
-        to ``s - 1`` steps. With ``forest``, also the mean skip-path loss of the forests
-        between the leaves and the last merge (0 where there are none)."""
+        logits/labels per node (of the rows where ``cls_rows`` holds; None: all), and per-step
+        log pi, entropy, validity and rewards padded to ``s - 1`` steps. With ``forest``, also
+        the mean skip-path loss of the forests between the leaves and the last merge (0 where
+        there are none)."""
         kind = self.config.policy
 
         def head(nodes: Tensor, active: Tensor, pair: Tensor) -> tuple[Tensor, Tensor]:
