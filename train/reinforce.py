@@ -68,8 +68,8 @@ class Args:
     seed: int = 1
     init_seed: int | None = None
     """seed of the HTM model's initial weights alone (default: --seed); the data, node noise,
-    policy samples and a plug-in learner's own networks keep following --seed (on narrow
-    trees the initial weights decide whether subtrees form: docs/trees.md)"""
+    policy samples and a plug-in learner's own networks keep following --seed (to tell an
+    initialisation's effect from the data's: docs/trees.md)"""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N"""
     threads: int = 0
