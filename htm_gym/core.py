@@ -143,13 +143,6 @@ def nodes(state: MergeState) -> Tensor:  # -> (B, S, E), zeros in inactive slots
     return table * state.active[..., None]
 
 
-def pair_inputs(state: MergeState, left: Tensor, right: Tensor) -> Tensor:
-    """Concatenated embeddings of slots ``left`` and ``right`` per row: (B, 2E)."""
-    rows = torch.arange(left.shape[0], device=left.device)
-    ids_l, ids_r = state.slot_node[rows, left], state.slot_node[rows, right]
-    return torch.cat([state.tree[rows, ids_l], state.tree[rows, ids_r]], dim=-1)
-
-
 def one_step_loss(model: HTMModel, pair: Tensor, merged: Tensor) -> Tensor:
     """Report 3.3.1: mean squared error of unmerging ``merged`` back to the stopped ``pair``.
 
@@ -179,10 +172,10 @@ def merge_nodes(
     and the merged node (B, E), so that a replay can score every step's loss at once."""
     b, s = state.slot_node.shape
     rows = torch.arange(b, device=left.device)
-    pair = pair_inputs(state, left, right)  # (B, 2E)
-    new_id = (state.num_tokens + state.merges).clamp(max=2 * s - 2)  # (B,)
-    ids_l = state.slot_node[rows, left]
+    ids_l = state.slot_node[rows, left]  # (B,) tree ids of the two slots
     ids_r = state.slot_node[rows, right]
+    pair = torch.cat([state.tree[rows, ids_l], state.tree[rows, ids_r]], dim=-1)  # (B, 2E)
+    new_id = (state.num_tokens + state.merges).clamp(max=2 * s - 2)  # (B,)
     size = state.sizes[rows, ids_l] + state.sizes[rows, ids_r]  # (B,)
     merged = model.narrow(model.merge_pair(pair) + state.noise[rows, new_id], size)  # (B, E)
 
