@@ -87,6 +87,19 @@ def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
     return out
 
 
+def area_returns(rewards: Tensor, valid: Tensor) -> Tensor:
+    """sum_{j >= t} (n - j) r_j per row, n the row's merges; (N, D) -> (N, D), 0 after its end.
+
+    With r_j the drop in the forest's loss at merge j (the skip-path reward), this is minus
+    the summed losses of the forests that merges t.. leave, up to terms merge t cannot change:
+    the area under the episode's loss curve from t on. A merge's cost counts once for every
+    forest it persists in, so an early costly merge weighs more than a late one.
+    """
+    n = valid.sum(1, keepdim=True)  # (N, 1)
+    t = torch.arange(rewards.shape[1], device=rewards.device)  # (D,)
+    return discounted_returns(rewards * (n - t).clamp(min=0) * valid, 1.0)
+
+
 def leave_one_out(rewards: Tensor, valid: Tensor, k: int) -> Tensor:
     """Each reward minus the mean of the other valid rewards at its depth in its group of
     ``k`` consecutive rows; (N, D) -> (N, D), 0 where invalid or alone at its depth."""

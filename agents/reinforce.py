@@ -21,6 +21,7 @@ from agents.advantages import (
     BASELINES,
     BaselineKind,
     RunningBaseline,
+    area_returns,
     discounted_returns,
     leave_one_out,
 )
@@ -33,6 +34,8 @@ from htm_gym.nets import HTMModel
 
 EntropyLossKind = Literal["batch", "episode"]
 ENTROPY_LOSSES: tuple[str, ...] = get_args(EntropyLossKind)
+CreditKind = Literal["discounted", "area"]
+CREDITS: tuple[str, ...] = get_args(CreditKind)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class ReinforceConfig:
     # report's one-step reward; above 0 a merge also answers for the merges it forces later
     # (two crossed pairs are cheap to form but then costly to merge).
     gamma: float = 1.0
+    # "area": credit is the area under the episode's loss curve from the merge on
+    # (advantages.area_returns) instead of a discounted sum; gamma must then stay 1.
+    credit: CreditKind = "discounted"
     loss_power: float = 0.01
     # Per optimiser group, so one loss cannot shrink another's step; 0: no clipping (the
     # report's learner).
@@ -90,6 +96,11 @@ class ReinforceConfig:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
         if not 0 <= self.gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.credit not in CREDITS or (self.credit == "area" and self.gamma != 1):
+            raise ValueError(
+                f"credit must be one of {CREDITS}, and 'area' takes no gamma (leave it at 1); "
+                f"got {self.credit!r} with gamma {self.gamma}"
+            )
         if not (self.policy_lr > 0 and self.policy_l2 >= 0):
             raise ValueError(
                 f"need policy_lr > 0 and policy_l2 >= 0; got {self.policy_lr}, {self.policy_l2}"
@@ -225,7 +236,12 @@ class ReinforceLearner:
         """What the running buffer normalises into advantages. A group's rows share P, so the
         split by P keeps each group consecutive and aligned to multiples of group_size."""
         cfg = self.config
-        signal = discounted_returns(cat["rewards"], cfg.gamma) if cfg.gamma else cat["rewards"]
+        if cfg.credit == "area":
+            signal = area_returns(cat["rewards"], cat["valid"])
+        elif cfg.gamma:
+            signal = discounted_returns(cat["rewards"], cfg.gamma)
+        else:
+            signal = cat["rewards"]
         if cfg.group_size > 1 and bool(episodes.lengths.any()):  # stage 0 merges nothing
             self._check_groups(episodes)
             signal = leave_one_out(signal, cat["valid"], cfg.group_size)

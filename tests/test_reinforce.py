@@ -8,7 +8,12 @@ from conftest import fixed_tree as _fixed_tree
 from conftest import small_model as _model
 
 from agents import losses
-from agents.advantages import RunningBaseline, discounted_returns, leave_one_out
+from agents.advantages import (
+    RunningBaseline,
+    area_returns,
+    discounted_returns,
+    leave_one_out,
+)
 from agents.base import EpisodeBatch
 from agents.reinforce import ReinforceConfig, ReinforceLearner
 from agents.schedules import Schedule, Stage
@@ -184,6 +189,22 @@ def test_discounted_returns_by_hand():
     assert torch.allclose(discounted_returns(r, 1.0)[0], torch.tensor([-7.0, -6.0, -4.0]))
     with pytest.raises(ValueError, match="gamma"):
         ReinforceConfig(gamma=1.5)
+
+
+def test_area_returns_by_hand():
+    """Forest losses L_t = L_0 - (r_0 + ... + r_{t-1}); merge t answers for L_{t+1} + ... + L_n
+    up to terms it cannot change: row 0 (3 merges), r = (-1, -2, -4): forests after merges
+    0, 1, 2 cost 1, 3, 7 (L_0 = 0), area 11; merge 1's share (3 + 7, less merge 0's part 1 + 1)
+    is 2 * 2 + 1 * 4 = 8, merge 2's is 4."""
+    r = torch.tensor([[-1.0, -2.0, -4.0], [-3.0, 0.0, 0.0]])  # row 1 ended after one merge
+    valid = torch.tensor([[True, True, True], [True, False, False]])
+    out = area_returns(r, valid)
+    assert torch.allclose(out, torch.tensor([[-11.0, -8.0, -4.0], [-3.0, 0.0, 0.0]]))
+    assert -out[0, 0] == sum(-r[0, : t + 1].sum() for t in range(3))  # the whole area
+    with pytest.raises(ValueError, match="'area' takes no gamma"):
+        ReinforceConfig(credit="area", gamma=0.5)
+    with pytest.raises(ValueError, match="credit must be one of"):
+        ReinforceConfig(credit="lambda")
 
 
 def test_group_baseline_checks_its_groups():

@@ -47,6 +47,7 @@ def _args(tmp_path, **kw):
         ({"classifier_share": 0.0}, "--classifier-share must be in"),
         ({"classifier_share": 1.5}, "--classifier-share must be in"),
         ({"baseline_size": 1}, "--baseline-size must be >= 2"),
+        ({"credit": "area", "gamma": 0.0}, "--credit area takes no discount"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):

@@ -92,6 +92,10 @@ class Args:
     gamma: float = ReinforceConfig.gamma
     """a merge's credit is its reward plus gamma^k times the reward k merges later (0: the
     report's one-step credit)"""
+    credit: Literal["discounted", "area"] = ReinforceConfig.credit
+    """discounted: by --gamma; area: a merge answers for the loss of every forest from it to
+    the episode's end (the area under its loss curve: an early costly merge weighs more than a
+    late one); takes no --gamma"""
     stage_steps: tuple[int, ...] = ()
     """updates per curriculum stage (stage k: k merges; last: to the root); () = dataset default"""
     lr: tuple[float, ...] = ()
@@ -309,6 +313,8 @@ def check_args(args: Args) -> None:
         )
     if args.baseline_size < 2:
         raise SystemExit(f"--baseline-size must be >= 2, got {args.baseline_size}")
+    if args.credit == "area" and args.gamma != 1:
+        raise SystemExit(f"--credit area takes no discount: drop --gamma {args.gamma}")
     if args.run_name is not None and not runs.is_plain_name(args.run_name):
         raise SystemExit(f"--run-name {args.run_name!r}: a plain folder name, no path parts")
 
@@ -402,6 +408,7 @@ def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ra
             entropy_loss=args.entropy_loss,
             group_size=args.group_size,
             gamma=args.gamma,
+            credit=args.credit,
             loss_power=args.loss_power,
             checkpoint_policy=args.checkpoint_policy,
             pooled_recon=args.recon_pooling == "token",
