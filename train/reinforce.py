@@ -30,7 +30,7 @@ from agents.collector import EpisodeCollector
 from agents.distributed import Ranks, ranks_from_env
 from agents.plugins import Greedy, make_learner
 from agents.policies import Actor
-from agents.reinforce import EntropyLossKind, ReinforceConfig, ReinforceLearner
+from agents.reinforce import CreditKind, EntropyLossKind, ReinforceConfig, ReinforceLearner
 from agents.schedules import (
     Schedule,
     Stage,
@@ -92,7 +92,7 @@ class Args:
     gamma: float = ReinforceConfig.gamma
     """a merge's credit is its reward plus gamma^k times the reward k merges later (0: the
     report's one-step credit)"""
-    credit: Literal["discounted", "area"] = ReinforceConfig.credit
+    credit: CreditKind = ReinforceConfig.credit
     """discounted: by --gamma; area: a merge answers for the loss of every forest from it to
     the episode's end (the area under its loss curve: an early costly merge weighs more than a
     late one); takes no --gamma"""
