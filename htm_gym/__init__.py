@@ -10,8 +10,8 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from htm_gym.datasets import TokenGenerator
+from htm_gym.envs.config import build_generator
 from htm_gym.envs.env import HTMEnv
-from htm_gym.envs.sim import build_generator
 from htm_gym.envs.vector_env import HTMVectorEnv
 from htm_gym.nets import HTMConfig, HTMModel, load_model, make_model, save_model
 

@@ -41,8 +41,8 @@ from agents.schedules import (
 from htm_gym import runs
 from htm_gym.cli import below, flag, main_or_exit
 from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
+from htm_gym.envs.config import default_embed_dim, default_token_scale
 from htm_gym.envs.render import policy_diagram, reconstruction_figure
-from htm_gym.envs.sim import default_embed_dim, default_token_scale
 from htm_gym.envs.vector_env import HTMVectorEnv
 from htm_gym.evaluation.rollout import evaluate, rollout_tokens
 from htm_gym.files import run_dir_of

@@ -8,7 +8,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from htm_gym.envs.sim import EnvConfig, draw_episode, make_sim
+from htm_gym.envs.config import EnvConfig
+from htm_gym.envs.sim import draw_episode, make_sim
 from htm_gym.nets import HTMModel
 
 RESET_OPTIONS = ("tokens",)
@@ -72,7 +73,7 @@ class HTMEnv(gym.Env):
     after ``step_limit`` steps counting illegal ones (default 4 S).
 
     ## Arguments
-    All keyword-only (the fields of :class:`~htm_gym.envs.sim.EnvConfig`, plus rendering):
+    All keyword-only (the fields of :class:`~htm_gym.envs.config.EnvConfig`, plus rendering):
     - ``dataset``: "crosses", "trees" or a :class:`~htm_gym.datasets.TokenGenerator`;
       ``dataset_kwargs`` configure a named one (e.g. ``{"num_crosses": (1, 2)}``,
       ``{"variant": "wide"}``).

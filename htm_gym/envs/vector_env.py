@@ -12,8 +12,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from htm_gym.datasets.base import validate_token_sets, validate_tokens
+from htm_gym.envs.config import EnvConfig
 from htm_gym.envs.env import HTMEnv
-from htm_gym.envs.sim import EnvConfig, EpisodeRecord, draw_episode, make_sim
+from htm_gym.envs.sim import EpisodeRecord, draw_episode, make_sim
 from htm_gym.nets import HTMModel
 
 ARRAY_TYPES = ("numpy", "torch")
