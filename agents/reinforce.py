@@ -27,7 +27,8 @@ from agents.advantages import (
 )
 from agents.base import EpisodeBatch
 from agents.distributed import Ranks
-from agents.policies import POLICIES, Actor, IncrementalActor, pair_logits
+from agents.losses import masked_log_probs
+from agents.policies import POLICIES, Actor, IncrementalActor, pair_logits, sample
 from agents.schedules import Schedule, Stage
 from htm_gym import core
 from htm_gym.nets import HTMModel
@@ -159,7 +160,15 @@ class ReinforceLearner:
         return torch.ones((), device=self.device)
 
     def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = False) -> Tensor:
-        return self.actor.act(obs, action_mask, greedy)
+        actions = self.actor.act(obs, action_mask, greedy)
+        share = self._stage().uniform_share
+        if greedy or not share:
+            return actions
+        rows = self._share_rows(len(actions), share).nonzero().squeeze(1)
+        legal = action_mask[rows].bool()
+        flat = torch.zeros(legal.shape, device=legal.device)
+        uniform = sample(masked_log_probs(flat, legal), self.generator, False)
+        return actions.index_copy(0, rows, uniform)
 
     def pair_logits(self, nodes: Tensor, active: Tensor) -> Tensor:
         """Logits of every ordered slot pair (B, S*S); subclasses swap the policy here."""
@@ -181,18 +190,20 @@ class ReinforceLearner:
         # One replay per token count P: a padded batch would spend the longest episode's
         # merges on every row (1.65x slower on crosses, `python train/bench_env.py`).
         forest = stage.lambda_forest > 0
-        groups, cls_rows = episodes.split_by_tokens(), self._classifier_rows(episodes)
+        groups, (cls_rows, net_rows) = episodes.split_by_tokens(), self._row_split(episodes, stage)
         parts = [self._replay(g, tau, s, r, forest) for g, r in zip(groups, cls_rows, strict=True)]
         cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        if stage.uniform_share:  # the uniform rows' merges are not the policy's to learn from
+            cat["valid"] = cat["valid"] & ~net_rows[:, None]
         signal = self._signal(cat, episodes)
         shared = self._shared_signal(signal, cat, episodes)
-        metrics = self._htm_losses(cat, stage, s)
+        metrics = self._htm_losses(cat, stage, s, net_rows)
         total = metrics["loss/htm"] + metrics["loss/classifier"]
         entropy, policy = self._policy_loss(cat, shared, target, metrics)
         if policy is not None:
             total = total + policy
         finite = self.ranks.all_agree(bool(torch.isfinite(total)), self.device)
-        if not finite or not self._step(total, metrics):
+        if not finite or not self._step(total, metrics, stage.train_encoder):
             return self._skip(metrics)
         if cfg.policy == "heuristic" and entropy is not None:
             metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
@@ -209,10 +220,13 @@ class ReinforceLearner:
             self.actor.forget()  # its cached logits came from the old weights
         return {k: float(v.detach()) for k, v in metrics.items()}
 
+    def _stage(self) -> Stage:
+        return self.schedule.stages[self.schedule.stage_at(self.step)[0]]
+
     def _set_learning_rates(self) -> Stage:
         """This step's learning rates on every optimiser; returns the current stage."""
         sched, cfg = self.schedule, self.config
-        stage = sched.stages[sched.stage_at(self.step)[0]]
+        stage = self._stage()
         for group in self.htm_opt.param_groups:
             group["lr"] = sched.lr(self.step)
         self.policy_lr = cfg.policy_lr * stage.policy_lr_scale
@@ -221,16 +235,23 @@ class ReinforceLearner:
                 group["lr"] = base and max(base * sched.lr_factor(self.step), sched.lr_floor)
         return stage
 
-    def _classifier_rows(self, episodes: EpisodeBatch) -> list[Tensor]:
-        """Which rows train the classifier, per token-count group (bool, in the order of
-        ``split_by_tokens``): every (1 / share)-th episode by its global row (rank * rows +
-        row), so N ranks pick the rows one process would."""
-        n = len(episodes)
+    def _share_rows(self, n: int, share: float) -> Tensor:
+        """(n,) bool: every (1 / share)-th of this rank's n rows by global row (rank * n +
+        row), so N ranks pick the rows one process would; row 0 always (share > 0)."""
         i = self.ranks.rank * n + torch.arange(n, device=self.device, dtype=torch.float64)
-        share = self.config.classifier_share
-        take = torch.floor(i * share) > torch.floor((i - 1) * share)  # row 0 always
-        nums = episodes.num_tokens
-        return [take[nums == p] for p in torch.unique(nums).tolist()]
+        return torch.floor(i * share) > torch.floor((i - 1) * share)
+
+    def _row_split(self, episodes: EpisodeBatch, stage: Stage) -> tuple[list[Tensor], Tensor]:
+        """Per token-count group (in the order of ``split_by_tokens``), the rows that train
+        the classifier; and the rows, in that grouped order, that train the networks: the
+        uniform rows where the stage has them, else all (the policy trains on the others)."""
+        n, nums = len(episodes), episodes.num_tokens
+        groups = torch.unique(nums).tolist()
+        net = self._share_rows(n, stage.uniform_share) if stage.uniform_share else None
+        cls = self._share_rows(n, self.config.classifier_share)
+        cls = cls if net is None else cls & net
+        net_rows = torch.ones(n, dtype=torch.bool, device=self.device) if net is None else net
+        return [cls[nums == p] for p in groups], torch.cat([net_rows[nums == p] for p in groups])
 
     def _signal(self, cat: dict[str, Tensor], episodes: EpisodeBatch) -> Tensor:
         """What the running buffer normalises into advantages. A group's rows share P, so the
@@ -270,10 +291,14 @@ class ReinforceLearner:
         valid = rows_all[order, 1 + d :] > 0.5
         return shared, valid, where
 
-    def _htm_losses(self, cat: dict[str, Tensor], stage: Stage, s: int) -> dict[str, Tensor]:
-        """The HTM loss, the classifier's, and what to log of them."""
+    def _htm_losses(
+        self, cat: dict[str, Tensor], stage: Stage, s: int, rows: Tensor
+    ) -> dict[str, Tensor]:
+        """The HTM loss over the episodes ``rows`` (bool, grouped order), the classifier's,
+        and what to log of them."""
         cfg = self.config
-        terms = {k: cat[k] for k in ("recon", "step", "transport", "lifter", "encoder", "forest")}
+        keys = ("recon", "step", "transport", "lifter", "encoder", "forest")
+        terms = {k: cat[k][rows] for k in keys}
         weights = losses.Weights(
             stage.lambda_step,
             stage.lambda_transport,
@@ -290,7 +315,7 @@ class ReinforceLearner:
         ce = F.cross_entropy(logits, labels) if len(labels) else logits.sum() * 0
         cls_loss = self.ranks.global_mean(ce, len(labels))
         return {
-            "loss/htm": losses.htm_loss(terms, cat["num_tokens"], weights),
+            "loss/htm": losses.htm_loss(terms, cat["num_tokens"][rows], weights),
             "loss/recon": terms["recon"].mean(),
             "loss/step": terms["step"].mean(),
             "loss/transport": terms["transport"].mean(),
@@ -340,15 +365,19 @@ class ReinforceLearner:
         metrics["loss/reinforce"] = pg
         return entropy, policy
 
-    def _step(self, total: Tensor, metrics: dict[str, Tensor]) -> bool:
+    def _step(self, total: Tensor, metrics: dict[str, Tensor], train_encoder: bool = True) -> bool:
         """Backward, clip per optimiser group (logging each group's norm before the clip),
-        step; False (nothing stepped) on a non-finite gradient."""
+        step; False (nothing stepped) on a non-finite gradient. Without ``train_encoder``
+        the lifter and merger keep their weights (Adam skips parameters without a gradient)."""
         cfg = self.config
         for opt in (self.htm_opt, self.cls_opt, self.policy_opt, self.temp_opt):
             opt.zero_grad(set_to_none=True)
         total.backward()
         params = [p for group in self._groups() for p in group] + [self.log_temperature]
         self.ranks.average_gradients(params)
+        if not train_encoder:
+            for p in [*self.model.lifter.parameters(), *self.model.merger.parameters()]:
+                p.grad = None
         clip = cfg.grad_clip or float("inf")  # inf: the norms are still checked for NaN
         norms = [nn.utils.clip_grad_norm_(g, clip) for g in self._groups()]
         metrics.update(zip(("grad/htm", "grad/classifier", "grad/policy"), norms, strict=True))

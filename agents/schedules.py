@@ -30,8 +30,19 @@ class Stage:
     # early makes an information-losing merge cost more, so the policy learns which merges
     # keep information; evaluation always uses the model's own noise_std.
     noise_std: float | None = None
+    # Share of this stage's rows that merge uniformly at random (every 1/share-th by global
+    # row). Above 0, those rows alone train the networks and the classifier, and the other
+    # rows the policy alone: the networks then learn every merge order instead of the
+    # policy's, so a merge's reward says what the merge costs, not how used the networks are
+    # to it (on trees this finds the generator's subtrees: docs/trees.md).
+    uniform_share: float = 0.0
+    # False: the lifter and merger (the encoder) do not train in this stage; with the policy
+    # frozen too, the merge trees stay exactly as they were while the decoder learns them.
+    train_encoder: bool = True
 
     def __post_init__(self) -> None:
+        if not 0 <= self.uniform_share <= 1:
+            raise ValueError(f"uniform_share must be in [0, 1], got {self.uniform_share}")
         if self.policy_lr_scale < 0 or (self.noise_std is not None and self.noise_std < 0):
             raise ValueError(
                 f"need policy_lr_scale >= 0 and noise_std >= 0; got {self.policy_lr_scale}, "
@@ -195,9 +206,7 @@ def build_schedule(args: Any, dataset: str, max_merges: int, min_tokens: int = 2
     if not 0 < args.lr_end <= 1:
         raise ValueError(f"--lr-end must be in (0, 1], got {args.lr_end}")
     steps = args.stage_steps or default_stage_steps(dataset, max_merges, min_tokens)
-    n = len(steps)
-    if n > max_merges + 1:
-        raise ValueError(f"--stage-steps has {n} stages; {dataset} allows at most {max_merges + 1}")
+    n = len(steps)  # stages from the largest set's P - 1 on merge to the root, like the last
     if args.final_merges is not None and not n - 1 <= args.final_merges <= max_merges:
         raise ValueError(
             f"--final-merges must lie in [{n - 1}, {max_merges}] (after {n - 1} stages of "
@@ -215,12 +224,18 @@ def build_schedule(args: Any, dataset: str, max_merges: int, min_tokens: int = 2
             "lambda_recon",
             "lambda_forest",
             "policy_lr_scale",
+            "uniform_share",
         )
     }
+    frozen = set(args.freeze_encoder_stages)
+    if not frozen <= set(range(n)):
+        raise ValueError(
+            f"--freeze-encoder-stages takes stage indices 0..{n - 1}, got {sorted(frozen)}"
+        )
     noise = per_stage(args.stage_noise_std, n, "stage-noise-std") if args.stage_noise_std else None
     stages = tuple(
         Stage(
-            merges=args.final_merges if k == n - 1 else k,
+            merges=args.final_merges if k == n - 1 else (k if k < max_merges else None),
             steps=steps[k],
             lr=cols["lr"][k],
             lr_decay=args.lr_end ** (1 / max(steps[k] - 1, 1)),
@@ -232,6 +247,8 @@ def build_schedule(args: Any, dataset: str, max_merges: int, min_tokens: int = 2
             lambda_forest=cols["lambda_forest"][k],
             policy_lr_scale=cols["policy_lr_scale"][k],
             noise_std=None if noise is None else noise[k],
+            uniform_share=cols["uniform_share"][k],
+            train_encoder=k not in frozen,
         )
         for k in range(n)
     )

@@ -288,3 +288,65 @@ def test_replayed_step_losses_equal_each_merges_own():
         model, state.tokens, state.num_tokens, state.noise, state.actions, state.merges - 1
     )
     assert torch.allclose(short.step_losses[:, 0], expected[0]) and short.step_losses[0, 1] == 0
+
+
+def _half_uniform_learner(seed: int, **stage) -> ReinforceLearner:
+    sched = Schedule((Stage(merges=None, steps=10, uniform_share=0.5, **stage),))
+    return ReinforceLearner(_model(seed=seed), sched, ReinforceConfig(policy_lr=1e-2))
+
+
+def test_uniform_rows_train_the_networks_and_the_other_rows_the_policy():
+    torch.manual_seed(0)
+    batch = _toy_batch(_model(seed=7), True, n=16)
+    odd = torch.arange(16) % 2 == 1  # share 0.5: even rows merge uniformly at random
+    other_policy_rows = EpisodeBatch(
+        **{**batch.__dict__, "tokens": torch.where(odd[:, None, None], -batch.tokens, batch.tokens)}
+    )
+    other_uniform_rewards = EpisodeBatch(
+        **{**batch.__dict__, "rewards": torch.where(odd[:, None], batch.rewards, 5.0)}
+    )
+    trained = []
+    for b in (batch, other_policy_rows, other_uniform_rewards):
+        learner = _half_uniform_learner(7)
+        learner.update(b)
+        trained.append(learner.model)
+    nets = ("lifter", "unlifter", "merger", "unmerger", "classifier")
+
+    def same(a, b, names):
+        pa = [p for n in names for p in getattr(a, n).parameters()]
+        pb = [p for n in names for p in getattr(b, n).parameters()]
+        return all(torch.equal(x, y) for x, y in zip(pa, pb, strict=True))
+
+    assert same(trained[0], trained[1], nets)  # the policy's rows do not train the networks
+    assert not same(trained[0], trained[1], ("policy",))
+    assert same(trained[0], trained[2], ("policy",))  # the uniform rows do not train the policy
+
+
+def test_uniform_rows_act_at_random_and_greedy_acting_ignores_them():
+    model = _model(seed=8)
+    n = 400
+    tokens = torch.randn(n, 3, 2)
+    st = core.lift(model, tokens, torch.full((n,), 3), torch.zeros(n, 5, model.embed_dim))
+    obs = {"nodes": core.nodes(st), "active": st.active}
+    mask = core.legal_pairs(st.active).flatten(1).to(torch.int8)
+    sched = Schedule((Stage(merges=None, steps=10, uniform_share=1.0),))
+    learner = ReinforceLearner(model, sched, ReinforceConfig())
+    greedy = learner.act(obs, mask, greedy=True)
+    assert torch.equal(greedy, ReinforceLearner(model, sched).actor.act(obs, mask, True))
+    actions = learner.act(obs, mask)
+    assert bool(mask.gather(1, actions[:, None]).all())
+    counts = torch.bincount(actions, minlength=9)[mask[0].bool()]  # 6 legal ordered pairs
+    assert counts.min() > 40 and counts.max() < 100  # about 400 / 6 each
+
+
+def test_a_stage_that_freezes_the_encoder_trains_the_decoder_only():
+    learner = _half_uniform_learner(9, train_encoder=False)
+    model = learner.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    learner.update(_toy_batch(model, True))
+    after = model.state_dict()
+    moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert "lifter" not in moved and "merger" not in moved
+    assert {"unlifter", "unmerger"} <= moved
+    with pytest.raises(ValueError, match="uniform_share"):
+        Stage(merges=None, steps=10, uniform_share=1.5)

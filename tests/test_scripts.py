@@ -274,6 +274,13 @@ def test_per_stage_arguments_reach_the_schedule():
     assert (sched.lr_floor, sched.working_entropy, sched.tau_start) == (1e-6, 0.4, 0.3)
     marks = (sched.explore_end, sched.working_start, sched.exploit_start, sched.exploit_end)
     assert marks == (0.1, 0.2, 0.3, 0.4)
+    args = reinforce.Args(  # stages past P - 1 merges also go to the root
+        stage_steps=(1,) * 5, uniform_share=(0.5, 0.5, 0.5, 0.5, 0.0), freeze_encoder_stages=(4,)
+    )
+    sched = reinforce.build_schedule(args, "crosses", 2)
+    assert [st.merges for st in sched.stages] == [0, 1, None, None, None]
+    assert [st.uniform_share for st in sched.stages] == [0.5] * 4 + [0.0]
+    assert [st.train_encoder for st in sched.stages] == [True] * 4 + [False]
 
 
 def test_trees_smoke(tmp_path):
@@ -302,8 +309,6 @@ def test_script_errors(tmp_path):
         reinforce.main(_args(tmp_path, env_id="CartPole-v1"))
     with pytest.raises(SystemExit, match="lr"):
         reinforce.main(_args(tmp_path, lr=(1e-3, 1e-3)))
-    with pytest.raises(SystemExit, match="stages"):
-        reinforce.main(_args(tmp_path, stage_steps=(1,) * 9))
     with pytest.raises(SystemExit, match="policy_lr"):
         reinforce.main(_args(tmp_path, policy_lr=0.0))
     with pytest.raises(SystemExit, match="group-size"):

@@ -48,6 +48,9 @@ def _args(tmp_path, **kw):
         ({"classifier_share": 1.5}, "--classifier-share must be in"),
         ({"baseline_size": 1}, "--baseline-size must be >= 2"),
         ({"credit": "area", "gamma": 0.0}, "--credit area takes no discount"),
+        ({"uniform_share": (1.5,)}, "--uniform-share takes shares in"),
+        ({"uniform_share": (0.5,), "group_size": 2}, "--uniform-share needs --group-size 1"),
+        ({"freeze_encoder_stages": (6,)}, "--freeze-encoder-stages takes stage indices 0..5"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):

@@ -97,7 +97,8 @@ class Args:
     the episode's end (the area under its loss curve: an early costly merge weighs more than a
     late one); takes no --gamma"""
     stage_steps: tuple[int, ...] = ()
-    """updates per curriculum stage (stage k: k merges; last: to the root); () = dataset default"""
+    """updates per curriculum stage (stage k: k merges; the last, and any from the largest
+    set's P - 1 on: to the root); () = dataset default"""
     lr: tuple[float, ...] = ()
     """the networks' learning rate per stage (one value: all stages); () = dataset default
     (4e-3 crosses, else 2e-3)"""
@@ -150,6 +151,13 @@ class Args:
     """policy network's learning rate (decays with the stage's learning-rate factor)"""
     policy_lr_scale: tuple[float, ...] = (Stage.policy_lr_scale,)
     """policy learning-rate multiplier per stage (0: the policy is frozen in that stage)"""
+    uniform_share: tuple[float, ...] = (Stage.uniform_share,)
+    """share of each stage's rows that merge uniformly at random; above 0 they alone train
+    the networks and the rest the policy alone, so rewards measure what a merge costs under
+    networks that know every order (docs/trees.md)"""
+    freeze_encoder_stages: tuple[int, ...] = ()
+    """stages (0-based) in which the lifter and merger do not train (with the policy frozen
+    there too, the decoder learns fixed merge trees)"""
     policy_l2: float = ReinforceConfig.policy_l2
     """L2 on the policy network's weights (sum of squares)"""
     classifier_share: float = ReinforceConfig.classifier_share
@@ -313,6 +321,12 @@ def check_args(args: Args) -> None:
         )
     if args.baseline_size < 2:
         raise SystemExit(f"--baseline-size must be >= 2, got {args.baseline_size}")
+    if not all(0 <= u <= 1 for u in args.uniform_share):
+        raise SystemExit(f"--uniform-share takes shares in [0, 1], got {args.uniform_share}")
+    if any(args.uniform_share) and args.group_size > 1:
+        raise SystemExit(
+            "--uniform-share needs --group-size 1 (a group would mix both kinds of row)"
+        )
     if args.credit == "area" and args.gamma != 1:
         raise SystemExit(f"--credit area takes no discount: drop --gamma {args.gamma}")
     if args.run_name is not None and not runs.is_plain_name(args.run_name):
