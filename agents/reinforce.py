@@ -203,7 +203,7 @@ class ReinforceLearner:
         if policy is not None:
             total = total + policy
         finite = self.ranks.all_agree(bool(torch.isfinite(total)), self.device)
-        if not finite or not self._step(total, metrics, stage.train_encoder):
+        if not finite or not self._step(total, metrics, stage):
             return self._skip(metrics)
         if cfg.policy == "heuristic" and entropy is not None:
             metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
@@ -365,18 +365,22 @@ class ReinforceLearner:
         metrics["loss/reinforce"] = pg
         return entropy, policy
 
-    def _step(self, total: Tensor, metrics: dict[str, Tensor], train_encoder: bool = True) -> bool:
+    def _step(self, total: Tensor, metrics: dict[str, Tensor], stage: Stage) -> bool:
         """Backward, clip per optimiser group (logging each group's norm before the clip),
-        step; False (nothing stepped) on a non-finite gradient. Without ``train_encoder``
-        the lifter and merger keep their weights (Adam skips parameters without a gradient)."""
+        step; False (nothing stepped) on a non-finite gradient. A stage that does not train
+        the encoder (lifter, merger) or the decoder (unlifter, unmerger) leaves their weights
+        as they are (Adam skips parameters without a gradient)."""
         cfg = self.config
         for opt in (self.htm_opt, self.cls_opt, self.policy_opt, self.temp_opt):
             opt.zero_grad(set_to_none=True)
         total.backward()
         params = [p for group in self._groups() for p in group] + [self.log_temperature]
         self.ranks.average_gradients(params)
-        if not train_encoder:
-            for p in [*self.model.lifter.parameters(), *self.model.merger.parameters()]:
+        m = self.model
+        frozen = [(m.lifter, m.merger)] * (not stage.train_encoder)
+        frozen += [(m.unlifter, m.unmerger)] * (not stage.train_decoder)
+        for module in (mod for pair in frozen for mod in pair):
+            for p in module.parameters():
                 p.grad = None
         clip = cfg.grad_clip or float("inf")  # inf: the norms are still checked for NaN
         norms = [nn.utils.clip_grad_norm_(g, clip) for g in self._groups()]

@@ -39,6 +39,9 @@ class Stage:
     # False: the lifter and merger (the encoder) do not train in this stage; with the policy
     # frozen too, the merge trees stay exactly as they were while the decoder learns them.
     train_encoder: bool = True
+    # False: the unlifter and unmerger (the decoder) do not train in this stage; with the
+    # encoder frozen too, the rewards stay fixed while the policy learns them.
+    train_decoder: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.uniform_share <= 1:
@@ -227,11 +230,12 @@ def build_schedule(args: Any, dataset: str, max_merges: int, min_tokens: int = 2
             "uniform_share",
         )
     }
-    frozen = set(args.freeze_encoder_stages)
-    if not frozen <= set(range(n)):
-        raise ValueError(
-            f"--freeze-encoder-stages takes stage indices 0..{n - 1}, got {sorted(frozen)}"
-        )
+    frozen = {part: set(getattr(args, f"freeze_{part}_stages")) for part in ("encoder", "decoder")}
+    for part, stages in frozen.items():
+        if not stages <= set(range(n)):
+            raise ValueError(
+                f"--freeze-{part}-stages takes stage indices 0..{n - 1}, got {sorted(stages)}"
+            )
     noise = per_stage(args.stage_noise_std, n, "stage-noise-std") if args.stage_noise_std else None
     stages = tuple(
         Stage(
@@ -248,7 +252,8 @@ def build_schedule(args: Any, dataset: str, max_merges: int, min_tokens: int = 2
             policy_lr_scale=cols["policy_lr_scale"][k],
             noise_std=None if noise is None else noise[k],
             uniform_share=cols["uniform_share"][k],
-            train_encoder=k not in frozen,
+            train_encoder=k not in frozen["encoder"],
+            train_decoder=k not in frozen["decoder"],
         )
         for k in range(n)
     )

@@ -339,14 +339,20 @@ def test_uniform_rows_act_at_random_and_greedy_acting_ignores_them():
     assert counts.min() > 40 and counts.max() < 100  # about 400 / 6 each
 
 
-def test_a_stage_that_freezes_the_encoder_trains_the_decoder_only():
-    learner = _half_uniform_learner(9, train_encoder=False)
+@pytest.mark.parametrize(
+    ("frozen", "still", "trained"),
+    [
+        ({"train_encoder": False}, {"lifter", "merger"}, {"unlifter", "unmerger"}),
+        ({"train_decoder": False}, {"unlifter", "unmerger"}, {"lifter", "merger"}),
+    ],
+)
+def test_a_stage_that_freezes_the_encoder_or_decoder_trains_the_rest(frozen, still, trained):
+    learner = _half_uniform_learner(9, **frozen)
     model = learner.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     learner.update(_toy_batch(model, True))
     after = model.state_dict()
     moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
-    assert "lifter" not in moved and "merger" not in moved
-    assert {"unlifter", "unmerger"} <= moved
+    assert not moved & still and trained <= moved
     with pytest.raises(ValueError, match="uniform_share"):
         Stage(merges=None, steps=10, uniform_share=1.5)

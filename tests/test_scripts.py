@@ -275,12 +275,16 @@ def test_per_stage_arguments_reach_the_schedule():
     marks = (sched.explore_end, sched.working_start, sched.exploit_start, sched.exploit_end)
     assert marks == (0.1, 0.2, 0.3, 0.4)
     args = reinforce.Args(  # stages past P - 1 merges also go to the root
-        stage_steps=(1,) * 5, uniform_share=(0.5, 0.5, 0.5, 0.5, 0.0), freeze_encoder_stages=(4,)
+        stage_steps=(1,) * 5,
+        uniform_share=(0.5, 0.5, 0.5, 0.5, 0.0),
+        freeze_encoder_stages=(4,),
+        freeze_decoder_stages=(0, 3),
     )
     sched = reinforce.build_schedule(args, "crosses", 2)
     assert [st.merges for st in sched.stages] == [0, 1, None, None, None]
     assert [st.uniform_share for st in sched.stages] == [0.5] * 4 + [0.0]
     assert [st.train_encoder for st in sched.stages] == [True] * 4 + [False]
+    assert [st.train_decoder for st in sched.stages] == [False, True, True, False, True]
 
 
 def test_trees_smoke(tmp_path):

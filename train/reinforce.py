@@ -158,6 +158,9 @@ class Args:
     freeze_encoder_stages: tuple[int, ...] = ()
     """stages (0-based) in which the lifter and merger do not train (with the policy frozen
     there too, the decoder learns fixed merge trees)"""
+    freeze_decoder_stages: tuple[int, ...] = ()
+    """stages (0-based) in which the unlifter and unmerger do not train (with the encoder
+    frozen too, the policy learns fixed rewards)"""
     policy_l2: float = ReinforceConfig.policy_l2
     """L2 on the policy network's weights (sum of squares)"""
     classifier_share: float = ReinforceConfig.classifier_share
