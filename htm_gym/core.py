@@ -222,7 +222,7 @@ def unmerge(model: HTMModel, state: MergeState, teacher_mix: float = 0.0) -> Ten
             parent = (1 - teacher_mix) * parent + teacher_mix * up[rows, parent_id]
         left, right = model.unmerge(parent)  # (B, E) each
         ids = state.children[:, t].clamp(min=0)  # (B, 2)
-        if model.config.node_widths:  # each child as narrow as its up-tree node
+        if model.config.node_widths and model.config.narrow_decoder:  # as its up-tree node
             left = model.narrow(left, state.sizes[rows, ids[:, 0]])
             right = model.narrow(right, state.sizes[rows, ids[:, 1]])
         mask = one_hot(ids, 2 * s - 1) & apply[:, None, None]  # (B, 2, 2S-1)

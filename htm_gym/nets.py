@@ -42,6 +42,10 @@ class HTMConfig:
     # information unless its tokens share structure; nodes over more tokens than listed,
     # and leaves, keep all E. () (the report's) keeps every node E wide.
     node_widths: tuple[int, ...] = ()
+    # Whether the widths also cut the decoder's nodes. False cuts the encoder's alone: every
+    # active node still carries only its width (what the skip-path reward judges), but a
+    # root that holds everything can pass it all down (what reconstruction needs).
+    narrow_decoder: bool = True
     # A power-limited channel: every node (leaf or merged) is b * tanh(x / b) before its
     # noise, so the networks cannot outscale the noise and each node carries a bounded
     # amount of information; a merge that must keep more loses more. 0 (the report's):

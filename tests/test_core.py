@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -251,3 +253,16 @@ def test_node_widths_narrow_merged_nodes_and_their_decodings():
     assert (wide.tree[internal][:, -1] != 0).all(), "() (the default) narrows nothing"
     with pytest.raises(ValueError, match="node_widths"):
         HTMConfig(token_dim=4, embed_dim=6, node_widths=(7,))
+
+
+def test_node_widths_can_cut_the_encoder_alone():
+    cfg = HTMConfig(token_dim=4, embed_dim=12, hidden_dim=16, node_widths=(2,) * 5)
+    loose = make_model(replace(cfg, narrow_decoder=False), seed=0)
+    tokens, num = _batch(16)
+    with torch.no_grad():
+        state, _ = _random_rollout(loose, tokens, num)
+        down = core.unmerge(loose, state)
+    internal = core.node_mask(state) & (core.internal_labels(state)[1] == 1)
+    below_root = internal & (state.sizes < num[:, None])
+    assert (state.tree[below_root][:, 2:] == 0).all(), "the encoder's nodes are cut"
+    assert (down[below_root][:, 2:] != 0).any(1).all(), "the decoder's are not"

@@ -119,6 +119,9 @@ class Args:
     node_widths: tuple[int, ...] = HTMConfig.node_widths
     """compression by level: a merged node over 2, 3, ... tokens keeps only this many
     embedding coordinates (e.g. --node-widths 2 2); larger nodes keep all (docs/trees.md)"""
+    narrow_decoder: bool = HTMConfig.narrow_decoder
+    """--node-widths cut the decoder's nodes too; --no-narrow-decoder cuts the encoder's
+    alone, so a root that holds everything can pass it all down"""
     node_bound: float = HTMConfig.node_bound
     """every node is b * tanh(x / b) before its noise (0: unbounded), so the noise limits what
     a node can carry (docs/trees.md)"""
@@ -391,6 +394,7 @@ def model_config(args: Args, generator: TokenGenerator) -> HTMConfig:
             policy_kind=args.policy_kind,
             linear_skip=args.linear_skip,
             node_widths=tuple(args.node_widths),
+            narrow_decoder=args.narrow_decoder,
             node_bound=args.node_bound,
             token_loc=generator.token_loc,
             token_scale=args.token_scale,
