@@ -106,6 +106,8 @@ class Schedule:
             raise ValueError(f"entropy schedule fractions must increase within [0, 1]: {marks}")
         if not 0 <= self.working_entropy <= 1 or not 0 <= self.tau_start < 1:
             raise ValueError("working_entropy must be in [0, 1] and tau_start in [0, 1)")
+        if not 0 < self.tau_end <= 1:
+            raise ValueError(f"tau_end must be in (0, 1], got {self.tau_end}")
 
     @property
     def total_steps(self) -> int:
@@ -265,5 +267,6 @@ def build_schedule(args: Any, dataset: str, max_merges: int, min_tokens: int = 2
         exploit_start=args.entropy_schedule[2],
         exploit_end=args.entropy_schedule[3],
         tau_start=args.tau_start,
+        tau_end=args.tau_end,
         lr_floor=args.lr_floor,
     )

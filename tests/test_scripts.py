@@ -260,6 +260,7 @@ def test_per_stage_arguments_reach_the_schedule():
         lr_floor=1e-6,
         working_entropy=0.4,
         tau_start=0.3,
+        tau_end=0.6,
         entropy_schedule=(0.1, 0.2, 0.3, 0.4),
     )
     sched = reinforce.build_schedule(args, "crosses", 5)
@@ -272,6 +273,7 @@ def test_per_stage_arguments_reach_the_schedule():
             reinforce.Args(stage_steps=(1, 101), lr_end=0.01), dataset, 5
         ).lr(1 + 100) == pytest.approx(lr * 0.01)
     assert (sched.lr_floor, sched.working_entropy, sched.tau_start) == (1e-6, 0.4, 0.3)
+    assert sched.tau_end == 0.6 and sched.tau(3) == 0.0  # 3 updates: tau is 0 from 1.8 on
     marks = (sched.explore_end, sched.working_start, sched.exploit_start, sched.exploit_end)
     assert marks == (0.1, 0.2, 0.3, 0.4)
     args = reinforce.Args(  # stages past P - 1 merges also go to the root

@@ -52,6 +52,7 @@ def _args(tmp_path, **kw):
         ({"uniform_share": (0.5,), "group_size": 2}, "--uniform-share needs --group-size 1"),
         ({"freeze_encoder_stages": (6,)}, "--freeze-encoder-stages takes stage indices 0..5"),
         ({"freeze_decoder_stages": (-1,)}, "--freeze-decoder-stages takes stage indices"),
+        ({"tau_end": 0.0}, "tau_end must be in"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):

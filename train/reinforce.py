@@ -188,6 +188,8 @@ class Args:
     """fractions of training: end of full exploration (target 1), reach the working entropy,
     start of the decay to 0, and the target reaching 0 (default: held to the end)"""
     tau_start: float = Schedule.tau_start
+    tau_end: float = Schedule.tau_end
+    """fraction of training at which the teacher blend tau reaches 0"""
     loss_power: float = ReinforceConfig.loss_power
     eval_every: int = 500
     """updates between evaluations on a fixed generated validation set (0: never)"""
