@@ -160,15 +160,16 @@ class ReinforceLearner:
         return torch.ones((), device=self.device)
 
     def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = False) -> Tensor:
-        actions = self.actor.act(obs, action_mask, greedy)
         share = self._stage().uniform_share
         if greedy or not share:
-            return actions
-        rows = self._share_rows(len(actions), share).nonzero().squeeze(1)
-        legal = action_mask[rows].bool()
+            return self.actor.act(obs, action_mask, greedy)
+        legal = action_mask.bool()
         flat = torch.zeros(legal.shape, device=legal.device)
         uniform = sample(masked_log_probs(flat, legal), self.generator, False)
-        return actions.index_copy(0, rows, uniform)
+        if share == 1:  # no row is the policy's: skip scoring pairs
+            return uniform
+        rows = self._share_rows(len(uniform), share)
+        return torch.where(rows, uniform, self.actor.act(obs, action_mask, greedy))
 
     def pair_logits(self, nodes: Tensor, active: Tensor) -> Tensor:
         """Logits of every ordered slot pair (B, S*S); subclasses swap the policy here."""
@@ -376,12 +377,13 @@ class ReinforceLearner:
         total.backward()
         params = [p for group in self._groups() for p in group] + [self.log_temperature]
         self.ranks.average_gradients(params)
-        m = self.model
-        frozen = [(m.lifter, m.merger)] * (not stage.train_encoder)
-        frozen += [(m.unlifter, m.unmerger)] * (not stage.train_decoder)
-        for module in (mod for pair in frozen for mod in pair):
-            for p in module.parameters():
-                p.grad = None
+        m, frozen = self.model, []
+        if not stage.train_encoder:
+            frozen += [m.lifter, m.merger]
+        if not stage.train_decoder:
+            frozen += [m.unlifter, m.unmerger]
+        for p in (p for module in frozen for p in module.parameters()):
+            p.grad = None
         clip = cfg.grad_clip or float("inf")  # inf: the norms are still checked for NaN
         norms = [nn.utils.clip_grad_norm_(g, clip) for g in self._groups()]
         metrics.update(zip(("grad/htm", "grad/classifier", "grad/policy"), norms, strict=True))
