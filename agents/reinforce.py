@@ -80,6 +80,10 @@ class ReinforceConfig:
     # Recompute each step's pair logits in the backward pass instead of keeping them: memory
     # per step O(S E) instead of O(S^2) (or O(S^2 H) for the MLP scorer); for large P.
     checkpoint_policy: bool = False
+    # The policy learns to reproduce the episodes' merges (behaviour cloning: maximise log pi
+    # of each merge made; no advantage, no entropy target): for episodes a teacher chose
+    # (agents.teacher), whose order the networks then learn to decode.
+    imitation: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -102,6 +106,8 @@ class ReinforceConfig:
                 f"credit must be one of {CREDITS}, and 'area' takes no gamma (leave it at 1); "
                 f"got {self.credit!r} with gamma {self.gamma}"
             )
+        if self.imitation and self.policy != "learned":
+            raise ValueError(f"imitation trains the learned policy, not {self.policy!r}")
         if not (self.policy_lr > 0 and self.policy_l2 >= 0):
             raise ValueError(
                 f"need policy_lr > 0 and policy_l2 >= 0; got {self.policy_lr}, {self.policy_l2}"
@@ -356,11 +362,16 @@ class ReinforceLearner:
             return entropy, off_target
         if cfg.policy != "learned":
             return entropy, None
+        l2 = sum(p.pow(2).sum() for p in self.policy_parameters())
+        if cfg.imitation:
+            nll = -self.ranks.global_mean((logp * valid).sum(1).mean(), len(valid))
+            metrics["loss/imitation"] = nll
+            metrics["policy/imitation_log_prob"] = -nll / valid.sum(1).float().mean()
+            return entropy, nll + cfg.policy_l2 * l2
         signal, all_valid, where = shared
         adv = self.baseline.advantages(signal, all_valid)
         adv = adv if where is None else adv[where]
         pg = -(logp * adv.detach() * valid).sum(1).mean()
-        l2 = sum(p.pow(2).sum() for p in self.policy_parameters())
         policy = pg + cfg.lambda_entropy * off_target + cfg.policy_l2 * l2
         metrics["loss/policy"] = policy
         metrics["loss/reinforce"] = pg

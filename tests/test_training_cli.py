@@ -137,3 +137,20 @@ def test_init_seed_sets_the_initial_weights_alone(tmp_path):
     assert all(torch.equal(weights[k], weights_5[k]) for k in weights)
     assert not torch.equal(weights["lifter.weight"], weights_1["lifter.weight"])
     assert torch.equal(draws, draws_1)  # the learner's sampling still follows --seed
+
+
+def test_a_teacher_run_chooses_the_students_merges_and_bad_teachers_are_refused(tmp_path):
+    trees = dict(env_id="HTM-Trees-v0", stage_steps=(1, 1, 1, 1, 1, 1, 2))
+    teacher = reinforce.main(_args(tmp_path, run_name="teacher", embed_dim=7, **trees))
+    student = reinforce.main(_args(tmp_path, run_name="student", teacher=str(teacher), **trees))
+    ckpt = torch.load(student / "checkpoint.pt", weights_only=False)
+    assert ckpt["update"] == 8 and ckpt["learner"]["config"]["imitation"]
+    bad = {
+        "crosses": ({"teacher": str(teacher)}, "a teacher must share the student's --env-id"),
+        "missing": ({"teacher": str(tmp_path / "nope"), **trees}, "--teacher: checkpoint not"),
+        "policy": ({"teacher": str(teacher), "policy": "random", **trees}, "drop --policy"),
+    }
+    for change, message in bad.values():
+        with pytest.raises(SystemExit, match=message):
+            reinforce.main(_args(tmp_path / "runs", **change))
+    assert not (tmp_path / "runs").exists()

@@ -38,6 +38,7 @@ from agents.schedules import (
     default_lr,
     default_stage_steps,
 )
+from agents.teacher import Teacher, follow, load_teacher
 from htm_gym import runs
 from htm_gym.cli import below, flag, main_or_exit
 from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
@@ -65,6 +66,10 @@ class Args:
     agent: str | None = None
     """a plug-in learner 'package.module:Class' (see agents/base.py Learner), used instead of
     the built-in REINFORCE learner; e.g. agents.attention:AttentionLearner"""
+    teacher: str | None = None
+    """a trained run (folder or checkpoint) on the same data whose greedy policy chooses
+    every merge; this run's policy learns to imitate it and its networks train on its trees:
+    distils an order found by a bottlenecked model into a full-width one (docs/trees.md)"""
     seed: int = 1
     init_seed: int | None = None
     """seed of the HTM model's initial weights alone (default: --seed); the data, node noise,
@@ -335,6 +340,13 @@ def check_args(args: Args) -> None:
         raise SystemExit(
             "--uniform-share needs --group-size 1 (a group would mix both kinds of row)"
         )
+    if args.teacher and (args.policy != "learned" or args.agent or any(args.uniform_share)):
+        raise SystemExit(
+            "--teacher trains the built-in learned policy by imitation: drop --policy, "
+            "--agent and --uniform-share"
+        )
+    if args.teacher and args.group_size > 1:
+        raise SystemExit("--teacher needs --group-size 1 (the teacher plays each row's own set)")
     if args.credit == "area" and args.gamma != 1:
         raise SystemExit(f"--credit area takes no discount: drop --gamma {args.gamma}")
     if args.run_name is not None and not runs.is_plain_name(args.run_name):
@@ -435,6 +447,7 @@ def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ra
             loss_power=args.loss_power,
             checkpoint_policy=args.checkpoint_policy,
             pooled_recon=args.recon_pooling == "token",
+            imitation=args.teacher is not None,
         )
         learner = make_learner(args.agent, model, schedule, args.seed, reinforce_config, ranks)
     except (ValueError, TypeError) as e:
@@ -514,9 +527,11 @@ def eval_sets(args: Args, generator: TokenGenerator, held_out: TokenBatch | None
     return val, generator.sample(np.random.default_rng([args.seed, 2**31 - 2]), 8)
 
 
-def play(run: Run, venv: HTMVectorEnv, collector: EpisodeCollector, skips: int) -> EpisodeBatch:
+def play(
+    run: Run, venv: HTMVectorEnv, collector: EpisodeCollector, skips: int, teacher: Teacher | None
+) -> EpisodeBatch:
     """This update's episodes under its curriculum stage: this rank's share of the rows,
-    seeded as those rows of one process would be."""
+    seeded as those rows of one process would be (a teacher, if any, choosing the merges)."""
     i, _ = run.schedule.stage_at(run.update)
     stage = run.schedule.stages[i]
     venv.set_max_merges(stage.merges or None)
@@ -531,6 +546,8 @@ def play(run: Run, venv: HTMVectorEnv, collector: EpisodeCollector, skips: int) 
     before = collector.env_steps
     if stage.merges == 0:
         episodes = collector.reset_round(seed=seed)
+    elif teacher is not None:
+        episodes = follow(collector, teacher.play(seed, stage.merges or None), seed)
     elif run.args.group_size > 1:
         episodes = collector.collect_group_round(run.learner, seed, run.args.group_size)
     else:
@@ -578,7 +595,12 @@ class StopSignals:
 
 
 def train(
-    run: Run, writer: SummaryWriter, val: TokenBatch, shown: TokenBatch, stop: StopSignals
+    run: Run,
+    writer: SummaryWriter,
+    val: TokenBatch,
+    shown: TokenBatch,
+    stop: StopSignals,
+    teacher: Teacher | None = None,
 ) -> bool:
     args, total = run.args, run.schedule.total_steps
     end = total if not args.max_updates else min(total, run.update + args.max_updates)
@@ -598,7 +620,7 @@ def train(
     stopping = False
     while run.update < end and not stopping:
         step = run.update
-        metrics = run.learner.update(play(run, venv, collector, skips))
+        metrics = run.learner.update(play(run, venv, collector, skips, teacher))
         skips = skips + 1 if metrics.get("train/skipped") else 0
         check_skips(skips, step, args.max_skips)
         run.update += 0 if skips else 1
@@ -669,6 +691,13 @@ def main(args: Args) -> Path:
     args = resolve_defaults(args, generator)
     check_reward(args)
     schedule, model, learner = build(args, generator, device, ranks)
+    teacher = None
+    if args.teacher:
+        try:
+            rows = args.num_envs // ranks.world
+            teacher = load_teacher(args.teacher, args.env_id, args.tokens, generator, rows, device)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--teacher: {e}") from e
     val, shown = eval_sets(args, generator, held_out)
     run = start_run(args, generator, schedule, model, learner, resume, ranks)
     writer = NoWriter()
@@ -678,7 +707,7 @@ def main(args: Args) -> Path:
         table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     with StopSignals() as stop:
-        stopped = train(run, writer, val, shown, stop)
+        stopped = train(run, writer, val, shown, stop, teacher)
     writer.close()
     if ranks.distributed:
         dist.destroy_process_group()

@@ -1,0 +1,91 @@
+"""Distillation: another run's trained merge policy chooses the merges a learner trains on.
+
+A merge order found by one model (say a bottlenecked one whose decoding error singles out
+the data's natural subtrees) can be handed to another (full width, reconstructing well):
+the teacher plays a round in its own env, and the student's env replays the same token
+sets with the same slot pairs. With ``ReinforceConfig(imitation=True)`` the student's
+policy learns to reproduce those merges from its own embeddings while its networks train
+on the teacher's trees. Both envs are used through their documented interface only:
+``play_round`` and ``reset(options={"tokens", "num_tokens"})``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from agents.base import EpisodeBatch
+from agents.collector import EpisodeCollector
+from agents.trained import checkpoint_actor
+from htm_gym import core, runs
+from htm_gym.datasets import TokenGenerator
+from htm_gym.envs.vector_env import HTMVectorEnv, play_round
+
+
+class Teacher:
+    """A trained run's greedy merge policy playing its own :class:`HTMVectorEnv` over the
+    student's dataset (the teacher model's own sizes and node noise)."""
+
+    def __init__(self, model, ckpt: dict, generator: TokenGenerator, num_envs: int) -> None:
+        self.model = model
+        self.actor = checkpoint_actor(model, ckpt, greedy=True)
+        device = next(model.parameters()).device
+        self.venv = HTMVectorEnv(
+            num_envs, dataset=generator, model=model, array_type="torch", device=device
+        )
+
+    def play(self, seed: int | list[int] | None, max_merges: int | None) -> EpisodeBatch:
+        """One episode per row, seeded like the student's round would be."""
+        self.venv.set_max_merges(max_merges)
+        record, _ = play_round(self.venv, self.actor.act, seed)
+        return EpisodeBatch.from_record(record)
+
+
+class Follower:
+    """Acts by replaying given slot pairs (N, S-1, 2), one step per call, from a reset: the
+    rows of a round all start together, and a row past its end is held (action ignored)."""
+
+    def __init__(self, pairs: Tensor) -> None:
+        self.pairs, self.t = pairs.clamp(min=0), 0
+
+    def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = False) -> Tensor:
+        t = min(self.t, self.pairs.shape[1] - 1)
+        self.t += 1
+        return core.flat_actions(self.pairs[:, t], obs["active"].shape[1])
+
+
+def follow(
+    collector: EpisodeCollector, taught: EpisodeBatch, seed: int | list[int] | None
+) -> EpisodeBatch:
+    """The student's round on the teacher's token sets (slot order kept), merging the
+    teacher's pairs; its own node noise from ``seed``. Raises if the envs diverged."""
+    options = {"tokens": taught.tokens.cpu().numpy(), "num_tokens": taught.num_tokens.cpu().numpy()}
+    episodes = collector.collect_round(Follower(taught.pairs), seed=seed, options=options)
+    if not (
+        torch.equal(episodes.lengths, taught.lengths) and torch.equal(episodes.pairs, taught.pairs)
+    ):
+        raise RuntimeError("the student's env did not merge the teacher's pairs (envs diverged)")
+    return episodes
+
+
+def load_teacher(
+    path: str | Path, env_id: str, tokens: str | None, generator: TokenGenerator, num_envs: int,
+    device: torch.device,
+) -> Teacher:  # fmt: skip
+    """The teacher of ``path`` (a run folder or checkpoint) for a student training on
+    ``env_id`` / ``tokens``; ValueError naming the problem when it cannot teach."""
+    model, ckpt = runs.load_trained(path, device)
+    teacher_env, _ = runs.checkpoint_env(ckpt)
+    teacher_tokens = ckpt["args"].get("tokens") or None
+    if teacher_env != env_id or teacher_tokens != (tokens or None):
+        raise ValueError(
+            f"{path} was trained on {teacher_env} (token file {teacher_tokens}); a teacher "
+            "must share the student's --env-id and --tokens"
+        )
+    if ckpt["args"].get("policy") == "random" and not ckpt["args"].get("agent"):
+        raise ValueError(f"{path}: a random policy has no merge order to teach")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Teacher(model, ckpt, generator, num_envs)
