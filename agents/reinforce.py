@@ -84,6 +84,11 @@ class ReinforceConfig:
     # of each merge made; no advantage, no entropy target): for episodes a teacher chose
     # (agents.teacher), whose order the networks then learn to decode.
     imitation: bool = False
+    # With imitation: every (1 / share)-th row (by global row) is played by this learner's own
+    # sampled policy instead of the teacher (agents.teacher.follow), so the networks also
+    # learn to decode the orders the policy itself makes, its departures from the teacher
+    # included; those rows do not train the imitation.
+    own_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -108,6 +113,10 @@ class ReinforceConfig:
             )
         if self.imitation and self.policy != "learned":
             raise ValueError(f"imitation trains the learned policy, not {self.policy!r}")
+        if not 0 <= self.own_share < 1 or (self.own_share and not self.imitation):
+            raise ValueError(
+                f"own_share must be in [0, 1) and needs imitation, got {self.own_share}"
+            )
         if not (self.policy_lr > 0 and self.policy_l2 >= 0):
             raise ValueError(
                 f"need policy_lr > 0 and policy_l2 >= 0; got {self.policy_lr}, {self.policy_l2}"
@@ -202,6 +211,10 @@ class ReinforceLearner:
         cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         if stage.uniform_share:  # the uniform rows' merges are not the policy's to learn from
             cat["valid"] = cat["valid"] & ~net_rows[:, None]
+        if cfg.own_share:  # nor are its own rows' merges for its imitation
+            own, nums = self.own_rows(len(episodes)), episodes.num_tokens
+            own = torch.cat([own[nums == p] for p in torch.unique(nums).tolist()])
+            cat["valid"] = cat["valid"] & ~own[:, None]
         signal = self._signal(cat, episodes)
         shared = self._shared_signal(signal, cat, episodes)
         metrics = self._htm_losses(cat, stage, s, net_rows)
@@ -241,6 +254,12 @@ class ReinforceLearner:
             for group in opt.param_groups:
                 group["lr"] = base and max(base * sched.lr_factor(self.step), sched.lr_floor)
         return stage
+
+    def own_rows(self, n: int) -> Tensor:
+        """(n,) bool: the rows of a teacher's round this learner plays itself (own_share)."""
+        if not self.config.own_share:
+            return torch.zeros(n, dtype=torch.bool, device=self.device)
+        return self._share_rows(n, self.config.own_share)
 
     def _share_rows(self, n: int, share: float) -> Tensor:
         """(n,) bool: every (1 / share)-th of this rank's n rows by global row (rank * n +

@@ -45,26 +45,39 @@ class Teacher:
 
 class Follower:
     """Acts by replaying given slot pairs (N, S-1, 2), one step per call, from a reset: the
-    rows of a round all start together, and a row past its end is held (action ignored)."""
+    rows of a round all start together, and a row past its end is held (action ignored).
+    Rows where ``own`` (N,) bool holds act with ``act`` (a learner's own policy) instead."""
 
-    def __init__(self, pairs: Tensor) -> None:
+    def __init__(self, pairs: Tensor, own: Tensor | None = None, act=None) -> None:
         self.pairs, self.t = pairs.clamp(min=0), 0
+        self.own, self.own_act = own, act
 
     def act(self, obs: dict[str, Tensor], action_mask: Tensor, greedy: bool = False) -> Tensor:
         t = min(self.t, self.pairs.shape[1] - 1)
         self.t += 1
-        return core.flat_actions(self.pairs[:, t], obs["active"].shape[1])
+        taught = core.flat_actions(self.pairs[:, t], obs["active"].shape[1])
+        if self.own is None or not bool(self.own.any()):
+            return taught
+        return torch.where(self.own, self.own_act(obs, action_mask), taught)
 
 
 def follow(
-    collector: EpisodeCollector, taught: EpisodeBatch, seed: int | list[int] | None
+    collector: EpisodeCollector,
+    taught: EpisodeBatch,
+    seed: int | list[int] | None,
+    learner=None,
 ) -> EpisodeBatch:
     """The student's round on the teacher's token sets (slot order kept), merging the
-    teacher's pairs; its own node noise from ``seed``. Raises if the envs diverged."""
+    teacher's pairs, except in the rows a ``learner`` with ``own_rows`` plays itself; its own
+    node noise from ``seed``. Raises if the envs diverged."""
     options = {"tokens": taught.tokens.cpu().numpy(), "num_tokens": taught.num_tokens.cpu().numpy()}
-    episodes = collector.collect_round(Follower(taught.pairs), seed=seed, options=options)
+    own = learner.own_rows(len(taught)) if hasattr(learner, "own_rows") else None
+    act = Follower(taught.pairs, own, learner.act if learner is not None else None)
+    episodes = collector.collect_round(act, seed=seed, options=options)
+    rows = slice(None) if own is None else ~own
     if not (
-        torch.equal(episodes.lengths, taught.lengths) and torch.equal(episodes.pairs, taught.pairs)
+        torch.equal(episodes.lengths[rows], taught.lengths[rows])
+        and torch.equal(episodes.pairs[rows], taught.pairs[rows])
     ):
         raise RuntimeError("the student's env did not merge the teacher's pairs (envs diverged)")
     return episodes

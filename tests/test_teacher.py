@@ -87,3 +87,39 @@ def test_imitation_raises_the_probability_of_the_merges_made_whatever_they_paid(
     assert metrics["loss/imitation"] == pytest.approx(-metrics["policy/imitation_log_prob"])
     with pytest.raises(ValueError, match="imitation trains the learned policy"):
         ReinforceConfig(imitation=True, policy="random")
+
+
+class _FirstLegal:
+    """A stand-in learner that plays every other row itself, always its first legal pair."""
+
+    def own_rows(self, n: int) -> torch.Tensor:
+        return torch.arange(n) % 2 == 0
+
+    def act(self, obs, action_mask, greedy=False):
+        return action_mask.to(torch.int64).argmax(1)
+
+
+def test_own_rows_are_played_by_the_learner_and_the_rest_by_the_teacher():
+    gen, collector = _student(8)
+    taught = Teacher(_trees_model(7, 1), LEARNED, gen, 8).play(seed=5, max_merges=None)
+    got = follow(collector, taught, seed=5, learner=_FirstLegal())
+    own = torch.arange(8) % 2 == 0
+    assert torch.equal(got.pairs[~own], taught.pairs[~own])
+    assert bool((got.pairs[own, 0] == torch.tensor([0, 1])).all())  # the first legal pair
+
+
+def test_imitation_skips_the_rows_the_learner_played_itself():
+    torch.manual_seed(1)
+    model, batch = _batch()
+    own = torch.arange(len(batch)) % 2 == 0  # own_share 0.5: the even rows
+    pairs = torch.where(own[:, None, None], torch.tensor([0, 1]), batch.pairs)
+    batch = EpisodeBatch(**{**batch.__dict__, "pairs": pairs})
+    sched = Schedule((Stage(merges=None, steps=50),))
+    config = ReinforceConfig(imitation=True, own_share=0.5, policy_lr=1e-2)
+    learner = ReinforceLearner(model, sched, config)
+    assert torch.equal(learner.own_rows(len(batch)), own)
+    for _ in range(20):
+        learner.update(batch)
+    assert _p_taught(model, batch) > 0.9  # the teacher's (1, 0), not the own rows' (0, 1)
+    with pytest.raises(ValueError, match="own_share must be in"):
+        ReinforceConfig(own_share=0.5)

@@ -53,6 +53,7 @@ def _args(tmp_path, **kw):
         ({"freeze_encoder_stages": (6,)}, "--freeze-encoder-stages takes stage indices 0..5"),
         ({"freeze_decoder_stages": (-1,)}, "--freeze-decoder-stages takes stage indices"),
         ({"tau_end": 0.0}, "tau_end must be in"),
+        ({"own_share": 0.5}, "--own-share must be in \\[0, 1\\) and needs --teacher"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):
@@ -142,9 +143,12 @@ def test_init_seed_sets_the_initial_weights_alone(tmp_path):
 def test_a_teacher_run_chooses_the_students_merges_and_bad_teachers_are_refused(tmp_path):
     trees = dict(env_id="HTM-Trees-v0", stage_steps=(1, 1, 1, 1, 1, 1, 2))
     teacher = reinforce.main(_args(tmp_path, run_name="teacher", embed_dim=7, **trees))
-    student = reinforce.main(_args(tmp_path, run_name="student", teacher=str(teacher), **trees))
+    student = reinforce.main(
+        _args(tmp_path, run_name="student", teacher=str(teacher), own_share=0.25, **trees)
+    )
     ckpt = torch.load(student / "checkpoint.pt", weights_only=False)
     assert ckpt["update"] == 8 and ckpt["learner"]["config"]["imitation"]
+    assert ckpt["learner"]["config"]["own_share"] == 0.25
     bad = {
         "crosses": ({"teacher": str(teacher)}, "a teacher must share the student's --env-id"),
         "missing": ({"teacher": str(tmp_path / "nope"), **trees}, "--teacher: checkpoint not"),

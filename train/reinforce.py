@@ -70,6 +70,9 @@ class Args:
     """a trained run (folder or checkpoint) on the same data whose greedy policy chooses
     every merge; this run's policy learns to imitate it and its networks train on its trees:
     distils an order found by a bottlenecked model into a full-width one (docs/trees.md)"""
+    own_share: float = 0.0
+    """with --teacher: share of the rows the student plays with its own sampled policy, so
+    its networks also learn the orders it makes itself (its departures from the teacher)"""
     seed: int = 1
     init_seed: int | None = None
     """seed of the HTM model's initial weights alone (default: --seed); the data, node noise,
@@ -345,6 +348,8 @@ def check_args(args: Args) -> None:
             "--teacher trains the built-in learned policy by imitation: drop --policy, "
             "--agent and --uniform-share"
         )
+    if args.own_share and not (args.teacher and 0 < args.own_share < 1):
+        raise SystemExit(f"--own-share must be in [0, 1) and needs --teacher, got {args.own_share}")
     if args.teacher and args.group_size > 1:
         raise SystemExit("--teacher needs --group-size 1 (the teacher plays each row's own set)")
     if args.credit == "area" and args.gamma != 1:
@@ -448,6 +453,7 @@ def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ra
             checkpoint_policy=args.checkpoint_policy,
             pooled_recon=args.recon_pooling == "token",
             imitation=args.teacher is not None,
+            own_share=args.own_share,
         )
         learner = make_learner(args.agent, model, schedule, args.seed, reinforce_config, ranks)
     except (ValueError, TypeError) as e:
@@ -547,7 +553,7 @@ def play(
     if stage.merges == 0:
         episodes = collector.reset_round(seed=seed)
     elif teacher is not None:
-        episodes = follow(collector, teacher.play(seed, stage.merges or None), seed)
+        episodes = follow(collector, teacher.play(seed, stage.merges or None), seed, run.learner)
     elif run.args.group_size > 1:
         episodes = collector.collect_group_round(run.learner, seed, run.args.group_size)
     else:
