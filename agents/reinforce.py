@@ -212,8 +212,7 @@ class ReinforceLearner:
         if stage.uniform_share:  # the uniform rows' merges are not the policy's to learn from
             cat["valid"] = cat["valid"] & ~net_rows[:, None]
         if cfg.own_share:  # nor are its own rows' merges for its imitation
-            own, nums = self.own_rows(len(episodes)), episodes.num_tokens
-            own = torch.cat([own[nums == p] for p in torch.unique(nums).tolist()])
+            own = _replay_order(self.own_rows(len(episodes)), episodes.num_tokens)
             cat["valid"] = cat["valid"] & ~own[:, None]
         signal = self._signal(cat, episodes)
         shared = self._shared_signal(signal, cat, episodes)
@@ -277,7 +276,7 @@ class ReinforceLearner:
         cls = self._share_rows(n, self.config.classifier_share)
         cls = cls if net is None else cls & net
         net_rows = torch.ones(n, dtype=torch.bool, device=self.device) if net is None else net
-        return [cls[nums == p] for p in groups], torch.cat([net_rows[nums == p] for p in groups])
+        return [cls[nums == p] for p in groups], _replay_order(net_rows, nums)
 
     def _signal(self, cat: dict[str, Tensor], episodes: EpisodeBatch) -> Tensor:
         """What the running buffer normalises into advantages. A group's rows share P, so the
@@ -552,3 +551,9 @@ class ReinforceLearner:
         self.generator.set_state(state["generator"].cpu())
         if isinstance(self.actor, IncrementalActor):
             self.actor.forget()
+
+
+def _replay_order(rows: Tensor, nums: Tensor) -> Tensor:
+    """Per-row values (N, ...) in the order ``update`` replays the rows: grouped by token
+    count P (``EpisodeBatch.split_by_tokens``), row order kept within a group."""
+    return torch.cat([rows[nums == p] for p in torch.unique(nums).tolist()])
