@@ -12,6 +12,7 @@ on the teacher's trees. Both envs are used through their documented interface on
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,6 +23,35 @@ from agents.trained import checkpoint_actor
 from htm_gym import core, runs
 from htm_gym.datasets import TokenGenerator
 from htm_gym.envs.vector_env import HTMVectorEnv, play_round
+
+# Each dataset's teacher recipe (``train/reinforce.py`` arguments), trained first by
+# ``--distill``. Trees: a narrow model (7 numbers per token, 2 per merged node) learns to decode
+# random merge orders under strong node noise, so its skip-path rewards price each merge by the
+# information it destroys; its policy is then fitted to those rewards with the networks frozen.
+# It recovers the generator's subtrees (recovery 1.0000 on the reference set, runs r14_v6_s1,
+# r15_fast_t1, r16_*: docs/trees.md); its own reconstruction is poor, hence the student.
+TEACHER_RECIPES: dict[str, dict[str, Any]] = {
+    "trees": {
+        "reward": "skip_path",
+        "gamma": 0.0,
+        "token_scale": 128.0,
+        "embed_dim": 7,
+        "node_widths": (2, 2, 2, 2, 2),
+        "stage_steps": (100, 300, 300, 600, 600, 1200, 1500, 1000),
+        "uniform_share": (1.0,) * 7 + (0.0,),
+        "freeze_encoder_stages": (7,),
+        "freeze_decoder_stages": (7,),
+        "noise_std": 0.0005,
+        "stage_noise_std": (0.01,),
+        "tau_end": 0.6571,  # the report's teacher blend gone by update 3,680, as in r14_v6_s1
+    },
+}
+# A taught student's curriculum: the order comes from the teacher from the first merges on,
+# so the budget goes to reconstruction (trees: recovery 1.0 by update 1,000 in r15_st_s1).
+STUDENT_STAGE_STEPS: dict[str, tuple[int, ...]] = {"trees": (100, 300, 300, 300, 300, 300, 3000)}
+# Share of a taught student's rows it plays itself: its decoder also meets its own departures
+# from the teacher, which were its whole MSE tail on trees (0.93 -> 0.38 px^2, docs/trees.md).
+STUDENT_OWN_SHARE = 0.25
 
 
 class Teacher:

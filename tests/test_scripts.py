@@ -294,6 +294,7 @@ def test_trees_smoke(tmp_path):
         _args(
             tmp_path,
             env_id="HTM-Trees-v0",
+            distill=False,  # the distilled default: tests/test_training_cli.py
             stage_steps=(1, 2),
             eval_every=3,
             image_every=3,

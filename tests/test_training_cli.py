@@ -18,6 +18,7 @@ from agents.distributed import Ranks
 
 reinforce = load_script("reinforce")
 
+TREES = "HTM-Trees-v0"
 SMALL = dict(num_envs=8, hidden_dim=16, policy_hidden_dim=8, eval_every=0, image_every=0)
 
 
@@ -54,6 +55,10 @@ def _args(tmp_path, **kw):
         ({"freeze_decoder_stages": (-1,)}, "--freeze-decoder-stages takes stage indices"),
         ({"tau_end": 0.0}, "tau_end must be in"),
         ({"own_share": 0.5}, "--own-share must be in \\[0, 1\\) and needs --teacher"),
+        ({"distill": True}, "--distill: no teacher recipe for the 'crosses' data"),
+        ({"distill": True, "env_id": TREES, "policy": "random"}, "drop --teacher, --policy"),
+        ({"env_id": TREES, "teacher_stage_steps": (1, 2)}, "recipe has 8 stages"),
+        ({"teacher_stage_steps": (1,)}, "--teacher-stage-steps sets the curriculum of --distill"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):
@@ -141,8 +146,10 @@ def test_init_seed_sets_the_initial_weights_alone(tmp_path):
 
 
 def test_a_teacher_run_chooses_the_students_merges_and_bad_teachers_are_refused(tmp_path):
-    trees = dict(env_id="HTM-Trees-v0", stage_steps=(1, 1, 1, 1, 1, 1, 2))
-    teacher = reinforce.main(_args(tmp_path, run_name="teacher", embed_dim=7, **trees))
+    trees = dict(env_id=TREES, stage_steps=(1, 1, 1, 1, 1, 1, 2))
+    teacher = reinforce.main(
+        _args(tmp_path, run_name="teacher", embed_dim=7, distill=False, **trees)
+    )
     student = reinforce.main(
         _args(tmp_path, run_name="student", teacher=str(teacher), own_share=0.25, **trees)
     )
@@ -158,3 +165,32 @@ def test_a_teacher_run_chooses_the_students_merges_and_bad_teachers_are_refused(
         with pytest.raises(SystemExit, match=message):
             reinforce.main(_args(tmp_path / "runs", **change))
     assert not (tmp_path / "runs").exists()
+
+
+def _weights(run):
+    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_distill_trains_the_recipes_teacher_first_and_resumes_in_either_phase(tmp_path, capsys):
+    """The trees default trains the dataset's teacher in <run>/teacher, then the student by
+    imitation; --max-updates counts both phases, and a run stopped in either resumes to the
+    same weights as one run straight through."""
+    trees = dict(env_id=TREES, stage_steps=(1, 1, 1, 1, 1, 1, 2), teacher_stage_steps=(1,) * 8)
+    whole = reinforce.main(_args(tmp_path, run_name="whole", **trees))
+    part = reinforce.main(_args(tmp_path, run_name="part", max_updates=3, **trees))
+    assert "teacher unfinished; continue: python train/reinforce.py --resume" in (
+        capsys.readouterr().out
+    )
+    for budget, student_at in ((7, 2), (0, 8)):  # the teacher's last 5 updates + 2, then all
+        reinforce.main(reinforce.Args(resume=str(part), max_updates=budget, progress=False))
+        assert torch.load(part / "checkpoint.pt", weights_only=False)["update"] == student_at
+    ckpt = torch.load(part / "checkpoint.pt", weights_only=False)
+    assert (ckpt["args"]["distill"], ckpt["args"]["own_share"], ckpt["args"]["reward"]) == (
+        True, 0.25, "one_step"
+    )  # fmt: skip
+    assert ckpt["learner"]["config"]["imitation"]
+    teacher = torch.load(part / "teacher" / "checkpoint.pt", weights_only=False)
+    assert teacher["update"] == 8 and teacher["config"]["embed_dim"] == 7
+    for a, b in ((whole, part), (whole / "teacher", part / "teacher")):
+        wa, wb = _weights(a), _weights(b)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -107,6 +107,7 @@ def run_task(args: Args, env_id: str, seed: int, out_dir: Path) -> list[dict]:
                 progress=False,
                 image_every=0,
                 eval_every=0,
+                distill=False,  # learners at one budget, not the trees default's two phases
                 **COTRAINED[name],
             )
         )

@@ -38,7 +38,14 @@ from agents.schedules import (
     default_lr,
     default_stage_steps,
 )
-from agents.teacher import Teacher, follow, load_teacher
+from agents.teacher import (
+    STUDENT_OWN_SHARE,
+    STUDENT_STAGE_STEPS,
+    TEACHER_RECIPES,
+    Teacher,
+    follow,
+    load_teacher,
+)
 from htm_gym import runs
 from htm_gym.cli import below, flag, main_or_exit
 from htm_gym.datasets import TokenBatch, TokenGenerator, load_token_file
@@ -70,9 +77,17 @@ class Args:
     """a trained run (folder or checkpoint) on the same data whose greedy policy chooses
     every merge; this run's policy learns to imitate it and its networks train on its trees:
     distils an order found by a bottlenecked model into a full-width one (docs/trees.md)"""
-    own_share: float = 0.0
-    """with --teacher: share of the rows the student plays with its own sampled policy, so
-    its networks also learn the orders it makes itself (its departures from the teacher)"""
+    distill: bool | None = None
+    """first train a teacher with the dataset's recipe (agents/teacher.py) in <run>/teacher,
+    then learn from it as with --teacher; default: on where the dataset has a recipe (trees)
+    and no other option chooses the merges (--teacher, --policy, --agent, --uniform-share,
+    --group-size)"""
+    teacher_stage_steps: tuple[int, ...] = ()
+    """with --distill: the teacher's updates per stage (() = the recipe's)"""
+    own_share: float | None = None
+    """with a teacher: share of the rows the student plays with its own sampled policy, so
+    its networks also learn the orders it makes itself (its departures from the teacher);
+    default 0.25 with a teacher, else 0"""
     seed: int = 1
     init_seed: int | None = None
     """seed of the HTM model's initial weights alone (default: --seed); the data, node noise,
@@ -267,6 +282,8 @@ LEGACY_DEFAULTS = {
     "gamma": 0.0,
     "reward": "one_step",
     "classifier_share": 1.0,
+    "distill": False,
+    "own_share": 0.0,
 }
 # Reward per dataset. Trees: the skip-path reward (every token decoded from the current forest) cut
 # the reference MSE from 44.8 to 12.7 px^2 at the same budget; no credit tried recovers the
@@ -348,8 +365,6 @@ def check_args(args: Args) -> None:
             "--teacher trains the built-in learned policy by imitation: drop --policy, "
             "--agent and --uniform-share"
         )
-    if args.own_share and not (args.teacher and 0 < args.own_share < 1):
-        raise SystemExit(f"--own-share must be in [0, 1) and needs --teacher, got {args.own_share}")
     if args.teacher and args.group_size > 1:
         raise SystemExit("--teacher needs --group-size 1 (the teacher plays each row's own set)")
     if args.credit == "area" and args.gamma != 1:
@@ -381,17 +396,52 @@ def resolve_defaults(args: Args, generator: TokenGenerator) -> Args:
     cannot alter a resumed run."""
     if args.tokens:
         args = replace(args, env_id=runs.TOKENS_ENV_ID)
-    steps = args.stage_steps or default_stage_steps(
-        generator.name, generator.max_tokens - 1, generator.min_tokens
+    name = generator.name
+    distill = args.distill
+    if distill is None:
+        chooser = args.teacher or args.policy != "learned" or args.agent or args.group_size > 1
+        distill = name in TEACHER_RECIPES and not (chooser or any(args.uniform_share))
+    taught = bool(args.teacher) or distill
+    steps = (
+        args.stage_steps
+        or (taught and STUDENT_STAGE_STEPS.get(name))
+        or default_stage_steps(name, generator.max_tokens - 1, generator.min_tokens)
     )
+    # A taught student's rewards train nothing (it imitates; its own rows train the networks
+    # alone), so it takes the cheapest: the skip-path reward cost trees students 20% per update.
+    reward = args.reward or ("one_step" if taught else DEFAULT_REWARD.get(name, "one_step"))
+    own_share = args.own_share if args.own_share is not None else STUDENT_OWN_SHARE * taught
     return replace(
         args,
+        distill=distill,
+        own_share=own_share,
         stage_steps=tuple(steps),
-        lr=tuple(args.lr or default_lr(generator.name)),
+        lr=tuple(args.lr or default_lr(name)),
         embed_dim=args.embed_dim or default_embed_dim(generator),
         token_scale=args.token_scale or default_token_scale(generator),
-        reward=args.reward or DEFAULT_REWARD.get(generator.name, "one_step"),
+        reward=reward,
     )
+
+
+def check_taught(args: Args, dataset: str) -> None:
+    """A student's options, once the defaults are resolved (before any side effect)."""
+    if args.distill and dataset not in TEACHER_RECIPES:
+        raise SystemExit(
+            f"--distill: no teacher recipe for the {dataset!r} data (recipes: "
+            f"{', '.join(TEACHER_RECIPES)}); pass --teacher RUN, a run trained on it"
+        )
+    chooser = args.teacher or args.policy != "learned" or args.agent or any(args.uniform_share)
+    if args.distill and (chooser or args.group_size > 1):
+        raise SystemExit(
+            "--distill trains its own teacher for the built-in learned policy: drop --teacher, "
+            "--policy, --agent, --uniform-share and --group-size"
+        )
+    if not 0 <= args.own_share < 1 or (args.own_share and not (args.teacher or args.distill)):
+        raise SystemExit(
+            f"--own-share must be in [0, 1) and needs --teacher or --distill, got {args.own_share}"
+        )
+    if args.teacher_stage_steps and not args.distill:
+        raise SystemExit("--teacher-stage-steps sets the curriculum of --distill's teacher")
 
 
 def check_reward(args: Args) -> None:
@@ -452,7 +502,7 @@ def build(args: Args, generator: TokenGenerator, device: torch.device, ranks: Ra
             loss_power=args.loss_power,
             checkpoint_policy=args.checkpoint_policy,
             pooled_recon=args.recon_pooling == "token",
-            imitation=args.teacher is not None,
+            imitation=bool(args.teacher) or args.distill,
             own_share=args.own_share,
         )
         learner = make_learner(args.agent, model, schedule, args.seed, reinforce_config, ranks)
@@ -607,9 +657,11 @@ def train(
     shown: TokenBatch,
     stop: StopSignals,
     teacher: Teacher | None = None,
+    budget: int = 0,
 ) -> bool:
+    """Updates until the curriculum's end, ``budget`` updates (0: no limit) or a signal."""
     args, total = run.args, run.schedule.total_steps
-    end = total if not args.max_updates else min(total, run.update + args.max_updates)
+    end = total if not budget else min(total, run.update + budget)
     venv = HTMVectorEnv(
         args.num_envs // run.ranks.world,  # this rank's rows
         dataset=run.generator,
@@ -683,6 +735,109 @@ def join_ranks(args: Args, device: torch.device) -> tuple[Ranks, torch.device]:
     return ranks, device
 
 
+# What --distill's teacher takes from the student's arguments: where and how it computes,
+# its seeds and its bookkeeping; the rest is the dataset's recipe.
+TEACHER_INHERITS = (
+    "env_id", "seed", "init_seed", "device", "threads", "num_envs", "eval_every",
+    "eval_instances", "image_every", "checkpoint_every", "max_skips", "progress", "max_updates",
+)  # fmt: skip
+
+
+def teacher_args(args: Args, dataset: str, runs_dir: Path) -> Args:
+    """--distill's teacher: the dataset's recipe in ``runs_dir/teacher``, checked (with its
+    curriculum) before the student's folder exists."""
+    recipe = dict(TEACHER_RECIPES[dataset])
+    if args.teacher_stage_steps:
+        if len(args.teacher_stage_steps) != len(recipe["stage_steps"]):
+            raise SystemExit(
+                f"--teacher-stage-steps: the {dataset} teacher recipe has "
+                f"{len(recipe['stage_steps'])} stages {recipe['stage_steps']}, got "
+                f"{len(args.teacher_stage_steps)} values"
+            )
+        recipe["stage_steps"] = args.teacher_stage_steps
+    inherited = {k: getattr(args, k) for k in TEACHER_INHERITS}
+    t = Args(**recipe, **inherited, distill=False, runs_dir=str(runs_dir), run_name="teacher")
+    check_args(t)
+    try:
+        build_schedule(t, dataset, 1)
+    except ValueError as e:
+        raise SystemExit(f"--teacher-stage-steps: {e}") from e
+    return t
+
+
+def train_teacher(
+    args: Args, dataset: str, run: Run, device: torch.device
+) -> tuple[Path | None, int, int]:
+    """Train, resume or find finished the teacher of a --distill run in <run>/teacher: its
+    folder once finished (else None), the updates it made now and the signal that
+    interrupted it (0: none)."""
+    folder = run.run_dir / "teacher"
+    t = teacher_args(args, dataset, run.run_dir)
+    if (folder / "checkpoint.pt").is_file():
+        keep = {k: getattr(args, k) for k in RESUME_OVERRIDES if k != "resume"}
+        t = Args(resume=str(folder), **keep)
+    t, resume = with_resume(t)
+    t_run, done, stopped = run_phase(t, resume, run.ranks, device)
+    if t_run.update == t_run.schedule.total_steps:
+        return folder, done, stopped
+    if not stopped and run.ranks.is_main:
+        print(f"teacher unfinished; continue: python train/reinforce.py --resume {run.run_dir}")
+    return None, done, stopped
+
+
+def run_phase(
+    args: Args, resume: dict | None, ranks: Ranks, device: torch.device
+) -> tuple[Run, int, int]:
+    """One run from its arguments (after a --distill run's teacher): the run, the updates it
+    made in this invocation and the signal that interrupted it (0: none)."""
+    generator, held_out = training_data(args)
+    args = resolve_defaults(args, generator)
+    check_taught(args, generator.name)
+    check_reward(args)
+    if args.distill and resume is None:
+        teacher_args(args, generator.name, Path(args.runs_dir))
+    schedule, model, learner = build(args, generator, device, ranks)
+    teacher = None
+    if args.teacher:
+        teacher = checked_teacher(args.teacher, args, generator, ranks, device)
+    val, shown = eval_sets(args, generator, held_out)
+    run = start_run(args, generator, schedule, model, learner, resume, ranks)
+    budget, first = args.max_updates, run.update
+    if args.distill:
+        path, done, stopped = train_teacher(args, generator.name, run, device)
+        if stopped or path is None or (budget and done >= budget):
+            return run, 0, stopped
+        budget = budget and budget - done
+        teacher = checked_teacher(str(path), args, generator, ranks, device)
+    writer = NoWriter()
+    if ranks.is_main:
+        writer = SummaryWriter(str(run.run_dir), purge_step=run.update if resume else None)
+    if resume is None:
+        table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    with StopSignals() as stop:
+        stopped = train(run, writer, val, shown, stop, teacher, budget)
+    writer.close()
+    signum = (stop.received or signal.SIGTERM) if stopped else 0
+    seconds = time.perf_counter() - run.started
+    if ranks.is_main:
+        print(
+            f"run directory: {run.run_dir}  ({run.update}/{schedule.total_steps} updates, "
+            f"{seconds:.0f}s this invocation)"
+        )
+    return run, run.update - first, signum
+
+
+def checked_teacher(
+    path: str, args: Args, generator: TokenGenerator, ranks: Ranks, device: torch.device
+) -> Teacher:
+    try:
+        rows = args.num_envs // ranks.world
+        return load_teacher(path, args.env_id, args.tokens, generator, rows, device)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--teacher: {e}") from e
+
+
 def main(args: Args) -> Path:
     args, resume = with_resume(args)
     check_args(args)
@@ -693,40 +848,13 @@ def main(args: Args) -> Path:
     # subnormals is slow (a late crosses update: 100 ms vs 59 ms flushed, one thread).
     # Flushing sets values below ~1e-38 to 0, far below what the losses resolve; no-op on CUDA.
     torch.set_flush_denormal(True)
-    generator, held_out = training_data(args)
-    args = resolve_defaults(args, generator)
-    check_reward(args)
-    schedule, model, learner = build(args, generator, device, ranks)
-    teacher = None
-    if args.teacher:
-        try:
-            rows = args.num_envs // ranks.world
-            teacher = load_teacher(args.teacher, args.env_id, args.tokens, generator, rows, device)
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"--teacher: {e}") from e
-    val, shown = eval_sets(args, generator, held_out)
-    run = start_run(args, generator, schedule, model, learner, resume, ranks)
-    writer = NoWriter()
-    if ranks.is_main:
-        writer = SummaryWriter(str(run.run_dir), purge_step=run.update if resume else None)
-    if resume is None:
-        table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    with StopSignals() as stop:
-        stopped = train(run, writer, val, shown, stop, teacher)
-    writer.close()
+    run, _, stopped = run_phase(args, resume, ranks, device)
     if ranks.distributed:
         dist.destroy_process_group()
-    seconds = time.perf_counter() - run.started
-    done = f"{run.update}/{schedule.total_steps} updates, {seconds:.0f}s this invocation"
-    if ranks.is_main:
-        print(f"run directory: {run.run_dir}  ({done})")
+    if stopped and ranks.is_main:
+        print(f"interrupted and saved; resume: python train/reinforce.py --resume {run.run_dir}")
     if stopped:
-        if ranks.is_main:
-            print(
-                f"interrupted and saved; resume: python train/reinforce.py --resume {run.run_dir}"
-            )
-        raise SystemExit(128 + (stop.received or signal.SIGTERM))
+        raise SystemExit(128 + stopped)
     return run.run_dir
 
 
