@@ -8,6 +8,7 @@ at every step, the step losses, and the teacher-forced unmerging for the HTM los
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
@@ -205,25 +206,31 @@ class ReinforceLearner:
             self.baseline.to(self.device)
         # One replay per token count P: a padded batch would spend the longest episode's
         # merges on every row (1.65x slower on crosses, `python train/bench_env.py`).
-        forest = stage.lambda_forest > 0
-        groups, (cls_rows, net_rows) = episodes.split_by_tokens(), self._row_split(episodes, stage)
-        parts = [self._replay(g, tau, s, r, forest) for g, r in zip(groups, cls_rows, strict=True)]
-        cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        if stage.uniform_share:  # the uniform rows' merges are not the policy's to learn from
-            cat["valid"] = cat["valid"] & ~net_rows[:, None]
-        if cfg.own_share:  # nor are its own rows' merges for its imitation
-            own = _replay_order(self.own_rows(len(episodes)), episodes.num_tokens)
-            cat["valid"] = cat["valid"] & ~own[:, None]
-        signal = self._signal(cat, episodes)
-        shared = self._shared_signal(signal, cat, episodes)
-        metrics = self._htm_losses(cat, stage, s, net_rows)
-        total = metrics["loss/htm"] + metrics["loss/classifier"]
-        entropy, policy = self._policy_loss(cat, shared, target, metrics)
-        if policy is not None:
-            total = total + policy
-        finite = self.ranks.all_agree(bool(torch.isfinite(total)), self.device)
-        if not finite or not self._step(total, metrics, stage):
-            return self._skip(metrics)
+        # Weights this stage does not train build no autograd graph, so the backward skips
+        # them (their gradients would be dropped anyway; the rest's are the same).
+        with _without_grad(self._frozen_modules(stage)):
+            forest = stage.lambda_forest > 0
+            groups = episodes.split_by_tokens()
+            cls_rows, net_rows = self._row_split(episodes, stage)
+            parts = [
+                self._replay(g, tau, s, r, forest) for g, r in zip(groups, cls_rows, strict=True)
+            ]
+            cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            if stage.uniform_share:  # the uniform rows' merges are not the policy's to learn from
+                cat["valid"] = cat["valid"] & ~net_rows[:, None]
+            if cfg.own_share:  # nor are its own rows' merges for its imitation
+                own = _replay_order(self.own_rows(len(episodes)), episodes.num_tokens)
+                cat["valid"] = cat["valid"] & ~own[:, None]
+            signal = self._signal(cat, episodes)
+            shared = self._shared_signal(signal, cat, episodes)
+            metrics = self._htm_losses(cat, stage, s, net_rows)
+            total = metrics["loss/htm"] + metrics["loss/classifier"]
+            entropy, policy = self._policy_loss(cat, shared, target, metrics)
+            if policy is not None:
+                total = total + policy
+            finite = self.ranks.all_agree(bool(torch.isfinite(total)), self.device)
+            if not finite or not self._step(total, metrics, stage):
+                return self._skip(metrics)
         if cfg.policy == "heuristic" and entropy is not None:
             metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
         valid = cat["valid"]
@@ -403,15 +410,12 @@ class ReinforceLearner:
         cfg = self.config
         for opt in (self.htm_opt, self.cls_opt, self.policy_opt, self.temp_opt):
             opt.zero_grad(set_to_none=True)
-        total.backward()
+        if total.requires_grad:  # not if every network this stage touches is frozen
+            total.backward()
         params = [p for group in self._groups() for p in group] + [self.log_temperature]
         self.ranks.average_gradients(params)
-        m, frozen = self.model, []
-        if not stage.train_encoder:
-            frozen += [m.lifter, m.merger]
-        if not stage.train_decoder:
-            frozen += [m.unlifter, m.unmerger]
-        for p in (p for module in frozen for p in module.parameters()):
+        # an all-reduce hands every rank zeros for them, and Adam would step on zeros
+        for p in (p for module in self._frozen_modules(stage) for p in module.parameters()):
             p.grad = None
         clip = cfg.grad_clip or float("inf")  # inf: the norms are still checked for NaN
         norms = [nn.utils.clip_grad_norm_(g, clip) for g in self._groups()]
@@ -423,6 +427,12 @@ class ReinforceLearner:
         if cfg.policy == "learned" and self.policy_lr > 0:
             self.policy_opt.step()
         return True
+
+    def _frozen_modules(self, stage: Stage) -> list[nn.Module]:
+        """The networks whose weights ``stage`` does not train."""
+        m = self.model
+        encoder = [] if stage.train_encoder else [m.lifter, m.merger]
+        return encoder + ([] if stage.train_decoder else [m.unlifter, m.unmerger])
 
     def _check_groups(self, episodes: EpisodeBatch) -> None:
         k, n = self.config.group_size, len(episodes)
@@ -557,3 +567,16 @@ def _replay_order(rows: Tensor, nums: Tensor) -> Tensor:
     """Per-row values (N, ...) in the order ``update`` replays the rows: grouped by token
     count P (``EpisodeBatch.split_by_tokens``), row order kept within a group."""
     return torch.cat([rows[nums == p] for p in torch.unique(nums).tolist()])
+
+
+@contextmanager
+def _without_grad(modules: list[nn.Module]):
+    """The modules' parameters require no gradient inside the block (restored after)."""
+    params = [p for module in modules for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)

@@ -356,3 +356,31 @@ def test_a_stage_that_freezes_the_encoder_or_decoder_trains_the_rest(frozen, sti
     assert not moved & still and trained <= moved
     with pytest.raises(ValueError, match="uniform_share"):
         Stage(merges=None, steps=10, uniform_share=1.5)
+
+
+@pytest.mark.parametrize(
+    "frozen",
+    [
+        {"train_encoder": False},
+        {"train_decoder": False},
+        {"train_encoder": False, "train_decoder": False},
+    ],
+)
+def test_frozen_networks_build_no_graph_and_the_update_is_unchanged(frozen, monkeypatch):
+    """Skipping the frozen networks' backward changes no weight: the same update with their
+    graph built (the code before the skip) ends at the same parameters."""
+    import contextlib
+
+    import agents.reinforce
+
+    batch = _toy_batch(_model(seed=9), True)
+    learners = [_half_uniform_learner(9, **frozen) for _ in range(2)]
+    seen = []
+    learners[0].model.merger.register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
+    learners[0].update(batch)
+    assert not any(seen) if not frozen.get("train_encoder", True) else all(seen)
+    monkeypatch.setattr(agents.reinforce, "_without_grad", lambda m: contextlib.nullcontext())
+    learners[1].update(batch)
+    a, b = (dict(x.model.named_parameters()) for x in learners)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(p.requires_grad for p in learners[0].model.parameters())  # restored
