@@ -55,10 +55,9 @@ def _args(tmp_path, **kw):
         ({"freeze_decoder_stages": (-1,)}, "--freeze-decoder-stages takes stage indices"),
         ({"tau_end": 0.0}, "tau_end must be in"),
         ({"own_share": 0.5}, "--own-share must be in \\[0, 1\\) and needs --teacher"),
-        ({"distill": True}, "--distill: no teacher recipe for the 'crosses' data"),
-        ({"distill": True, "env_id": TREES, "policy": "random"}, "drop --teacher, --policy"),
         ({"env_id": TREES, "teacher_stage_steps": (1, 2)}, "recipe has 8 stages"),
         ({"teacher_stage_steps": (1,)}, "--teacher-stage-steps sets the curriculum of --distill"),
+        ({"env_id": TREES, "policy": "random", "teacher_stage_steps": (1,)}, "another option"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_run_folder_exists(tmp_path, change, message):
@@ -194,3 +193,20 @@ def test_distill_trains_the_recipes_teacher_first_and_resumes_in_either_phase(tm
     for a, b in ((whole, part), (whole / "teacher", part / "teacher")):
         wa, wb = _weights(a), _weights(b)
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_distill_is_the_trees_default_unless_another_option_chooses_the_merges():
+    trees = htm_gym.datasets.make_generator("trees")
+
+    def resolved(**kw):
+        return reinforce.resolve_defaults(reinforce.Args(env_id=TREES, **kw), trees)
+
+    taught = resolved()
+    assert taught.distill and (taught.own_share, taught.reward) == (0.25, "one_step")
+    assert resolved(teacher="runs/t").own_share == 0.25 and not resolved(teacher="runs/t").distill
+    for kw in ({"policy": "random"}, {"distill": False}, {"uniform_share": (1.0,)}):
+        assert not resolved(**kw).distill
+    plain = resolved(distill=False)
+    assert (plain.reward, plain.own_share, sum(plain.stage_steps)) == ("skip_path", 0.0, 7600)
+    crosses = htm_gym.datasets.make_generator("crosses")
+    assert not reinforce.resolve_defaults(reinforce.Args(), crosses).distill

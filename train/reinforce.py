@@ -77,11 +77,10 @@ class Args:
     """a trained run (folder or checkpoint) on the same data whose greedy policy chooses
     every merge; this run's policy learns to imitate it and its networks train on its trees:
     distils an order found by a bottlenecked model into a full-width one (docs/trees.md)"""
-    distill: bool | None = None
-    """first train a teacher with the dataset's recipe (agents/teacher.py) in <run>/teacher,
-    then learn from it as with --teacher; default: on where the dataset has a recipe (trees)
-    and no other option chooses the merges (--teacher, --policy, --agent, --uniform-share,
-    --group-size)"""
+    distill: bool = True
+    """where the dataset has a teacher recipe (agents/teacher.py; trees) and no other option
+    chooses the merges (--teacher, --policy, --agent, --uniform-share, --group-size): first
+    train that teacher in <run>/teacher, then learn from it as with --teacher"""
     teacher_stage_steps: tuple[int, ...] = ()
     """with --distill: the teacher's updates per stage (() = the recipe's)"""
     own_share: float | None = None
@@ -397,10 +396,8 @@ def resolve_defaults(args: Args, generator: TokenGenerator) -> Args:
     if args.tokens:
         args = replace(args, env_id=runs.TOKENS_ENV_ID)
     name = generator.name
-    distill = args.distill
-    if distill is None:
-        chooser = args.teacher or args.policy != "learned" or args.agent or args.group_size > 1
-        distill = name in TEACHER_RECIPES and not (chooser or any(args.uniform_share))
+    chooser = args.teacher or args.policy != "learned" or args.agent or args.group_size > 1
+    distill = args.distill and name in TEACHER_RECIPES and not (chooser or any(args.uniform_share))
     taught = bool(args.teacher) or distill
     steps = (
         args.stage_steps
@@ -425,23 +422,15 @@ def resolve_defaults(args: Args, generator: TokenGenerator) -> Args:
 
 def check_taught(args: Args, dataset: str) -> None:
     """A student's options, once the defaults are resolved (before any side effect)."""
-    if args.distill and dataset not in TEACHER_RECIPES:
-        raise SystemExit(
-            f"--distill: no teacher recipe for the {dataset!r} data (recipes: "
-            f"{', '.join(TEACHER_RECIPES)}); pass --teacher RUN, a run trained on it"
-        )
-    chooser = args.teacher or args.policy != "learned" or args.agent or any(args.uniform_share)
-    if args.distill and (chooser or args.group_size > 1):
-        raise SystemExit(
-            "--distill trains its own teacher for the built-in learned policy: drop --teacher, "
-            "--policy, --agent, --uniform-share and --group-size"
-        )
     if not 0 <= args.own_share < 1 or (args.own_share and not (args.teacher or args.distill)):
         raise SystemExit(
             f"--own-share must be in [0, 1) and needs --teacher or --distill, got {args.own_share}"
         )
     if args.teacher_stage_steps and not args.distill:
-        raise SystemExit("--teacher-stage-steps sets the curriculum of --distill's teacher")
+        raise SystemExit(
+            f"--teacher-stage-steps sets the curriculum of --distill's teacher; the "
+            f"{dataset!r} data has no teacher recipe or another option chooses the merges"
+        )
 
 
 def check_reward(args: Args) -> None:
