@@ -1,7 +1,7 @@
 """REINFORCE-with-baseline co-training of an HTM model through the native vector env.
 
 python train/reinforce.py                                   # HTM-Crosses-v0, to the root
-python train/reinforce.py --env-id HTM-Trees-v0 --device cuda
+python train/reinforce.py --env-id HTM-Trees-v0 --device cuda   # teacher recipe, then student
 python train/reinforce.py --resume runs/<run_name>
 tensorboard --logdir runs
 """
