@@ -204,12 +204,12 @@ class ReinforceLearner:
         if self.baseline is None:
             self.baseline = RunningBaseline(s - 1, cfg.baseline_size, cfg.baseline)
             self.baseline.to(self.device)
-        # One replay per token count P: a padded batch would spend the longest episode's
-        # merges on every row (1.65x slower on crosses, `python train/bench_env.py`).
         # Weights this stage does not train build no autograd graph, so the backward skips
         # them (their gradients would be dropped anyway; the rest's are the same).
         with _without_grad(self._frozen_modules(stage)):
             forest = stage.lambda_forest > 0
+            # One replay per token count P: a padded batch would spend the longest episode's
+            # merges on every row (1.65x slower on crosses, `python train/bench_env.py`).
             groups = episodes.split_by_tokens()
             cls_rows, net_rows = self._row_split(episodes, stage)
             parts = [

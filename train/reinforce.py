@@ -761,10 +761,11 @@ def train_teacher(
     folder once finished (else None), the updates it made now and the signal that
     interrupted it (0: none)."""
     folder = run.run_dir / "teacher"
-    t = teacher_args(args, dataset, run.run_dir)
     if (folder / "checkpoint.pt").is_file():
         keep = {k: getattr(args, k) for k in RESUME_OVERRIDES if k != "resume"}
         t = Args(resume=str(folder), **keep)
+    else:
+        t = teacher_args(args, dataset, run.run_dir)
     t, resume = with_resume(t)
     t_run, done, stopped = run_phase(t, resume, run.ranks, device)
     if t_run.update == t_run.schedule.total_steps:
