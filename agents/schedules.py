@@ -266,7 +266,7 @@ def build_schedule(args: Any, dataset: str, max_merges: int, min_tokens: int = 2
         working_start=args.entropy_schedule[1],
         exploit_start=args.entropy_schedule[2],
         exploit_end=args.entropy_schedule[3],
-        tau_start=args.tau_start,
+        tau_start=Schedule.tau_start if args.tau_start is None else args.tau_start,
         tau_end=args.tau_end,
         lr_floor=args.lr_floor,
     )

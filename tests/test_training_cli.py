@@ -203,10 +203,14 @@ def test_distill_is_the_trees_default_unless_another_option_chooses_the_merges()
 
     taught = resolved()
     assert taught.distill and (taught.own_share, taught.reward) == (0.25, "one_step")
+    assert taught.tau_start == 0.0 == resolved(teacher="runs/t").tau_start
+    assert resolved(tau_start=0.3).tau_start == 0.3
     assert resolved(teacher="runs/t").own_share == 0.25 and not resolved(teacher="runs/t").distill
     for kw in ({"policy": "random"}, {"distill": False}, {"uniform_share": (1.0,)}):
         assert not resolved(**kw).distill
     plain = resolved(distill=False)
     assert (plain.reward, plain.own_share, sum(plain.stage_steps)) == ("skip_path", 0.0, 7600)
+    assert plain.tau_start == 0.5
     crosses = htm_gym.datasets.make_generator("crosses")
     assert not reinforce.resolve_defaults(reinforce.Args(), crosses).distill
+    assert reinforce.resolve_defaults(reinforce.Args(), crosses).tau_start == 0.5

@@ -41,6 +41,7 @@ from agents.schedules import (
 from agents.teacher import (
     STUDENT_OWN_SHARE,
     STUDENT_STAGE_STEPS,
+    STUDENT_TAU_START,
     TEACHER_RECIPES,
     Teacher,
     follow,
@@ -209,7 +210,9 @@ class Args:
     )
     """fractions of training: end of full exploration (target 1), reach the working entropy,
     start of the decay to 0, and the target reaching 0 (default: held to the end)"""
-    tau_start: float = Schedule.tau_start
+    tau_start: float | None = None
+    """the teacher blend tau at the start (default 0.5; a taught student: its dataset's
+    STUDENT_TAU_START, trees 0)"""
     tau_end: float = Schedule.tau_end
     """fraction of training at which the teacher blend tau reaches 0"""
     loss_power: float = ReinforceConfig.loss_power
@@ -408,10 +411,14 @@ def resolve_defaults(args: Args, generator: TokenGenerator) -> Args:
     # alone), so it takes the cheapest: the skip-path reward cost trees students 20% per update.
     reward = args.reward or ("one_step" if taught else DEFAULT_REWARD.get(name, "one_step"))
     own_share = args.own_share if args.own_share is not None else STUDENT_OWN_SHARE * taught
+    tau_start = args.tau_start
+    if tau_start is None:
+        tau_start = (STUDENT_TAU_START if taught else {}).get(name, Schedule.tau_start)
     return replace(
         args,
         distill=distill,
         own_share=own_share,
+        tau_start=tau_start,
         stage_steps=tuple(steps),
         lr=tuple(args.lr or default_lr(name)),
         embed_dim=args.embed_dim or default_embed_dim(generator),
