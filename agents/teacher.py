@@ -61,7 +61,7 @@ STUDENT_OWN_SHARE = 0.25
 # A taught student's starting blend tau of up-tree nodes into its decoding (the report's 0.5,
 # decaying to 0 by 80% of training, elsewhere): 0 trains its networks on free-running decoding,
 # what is evaluated, from the start. Trees: reference MSE 0.766 -> 0.352 px^2 on seed 3's
-# teacher, 0.662 -> 0.317 (tau only gone by 30%) under another student seed (docs/trees.md).
+# teacher, 0.662 -> 0.329 under another student seed (docs/trees.md).
 STUDENT_TAU_START: dict[str, float] = {"trees": 0.0}
 
 
