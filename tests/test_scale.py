@@ -40,14 +40,20 @@ def test_digits_tokens_split_and_image_round_trip():
         DigitsGenerator(split="validation")
 
 
-@pytest.mark.parametrize("chunk", [1 << 22, 64])
-def test_factorised_scorer_equals_concatenated_form(monkeypatch, chunk):
-    monkeypatch.setattr(nets, "PAIR_CHUNK", chunk)  # 64: one row per chunk
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("chunk", [1 << 22, 7 * 7 * 8 * 2, 64])
+def test_factorised_scorer_equals_concatenated_form(monkeypatch, chunk, grad):
+    # 784: two batch rows per chunk without gradients; 64: one table row per chunk
+    monkeypatch.setattr(nets, "PAIR_CHUNK", chunk)
+    monkeypatch.setattr(nets, "GRAD_PAIR_CHUNK", chunk)
     torch.manual_seed(0)
     scorer = nets.PairScorer(5, 8)
     nodes = torch.randn(3, 7, 5)
     pairs = torch.cat([nodes[:, :, None].expand(3, 7, 7, 5), nodes[:, None].expand(3, 7, 7, 5)], -1)
-    torch.testing.assert_close(scorer.all_pairs(nodes), scorer(pairs).squeeze(-1))
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(scorer.all_pairs(nodes), scorer(pairs).squeeze(-1))
+        row = scorer.score_block(nodes[:, 2:3], nodes)  # as the incremental table rescores
+        torch.testing.assert_close(row, scorer(pairs[:, 2:3]).squeeze(-1))
 
 
 def _model(kind: str, token_dim: int = 3):
