@@ -61,9 +61,15 @@ class EpisodeBatch:
     def split_by_tokens(self) -> list[EpisodeBatch]:
         """One batch per token count P, each cut to P slots (tokens fill slots 0..P-1, so
         the slot pairs stay valid)."""
-        out = []
-        for p in torch.unique(self.num_tokens).tolist():
-            idx = (self.num_tokens == p).nonzero().squeeze(1)
+        # One host read for the whole split (the group sizes), not two per group: each read
+        # waits for the device to finish its queue.
+        order = torch.argsort(self.num_tokens, stable=True)  # row order kept within a P
+        sizes = torch.bincount(self.num_tokens).tolist()
+        out, start = [], 0
+        for p, size in enumerate(sizes):
+            if not size:
+                continue
+            idx, start = order[start : start + size], start + size
             out.append(
                 EpisodeBatch(
                     tokens=self.tokens[idx, :p],

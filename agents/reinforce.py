@@ -211,7 +211,7 @@ class ReinforceLearner:
             # One replay per token count P: a padded batch would spend the longest episode's
             # merges on every row (1.65x slower on crosses, `python train/bench_env.py`).
             groups = episodes.split_by_tokens()
-            cls_rows, net_rows = self._row_split(episodes, stage)
+            cls_rows, net_rows = self._row_split(episodes, groups, stage)
             parts = [
                 self._replay(g, tau, s, r, forest) for g, r in zip(groups, cls_rows, strict=True)
             ]
@@ -233,18 +233,17 @@ class ReinforceLearner:
                 return self._skip(metrics)
         if cfg.policy == "heuristic" and entropy is not None:
             metrics["policy/temperature"] = self._tune_temperature(entropy.detach(), target)
-        valid = cat["valid"]
         self.baseline.push(shared[0], shared[1])
-        metrics["reward/mean_step"] = (
-            cat["rewards"][valid].mean() if valid.any() else metrics["loss/htm"] * 0
-        )
-        metrics["train/lr"] = torch.tensor(sched.lr(self.step))
-        metrics["train/tau"] = torch.tensor(tau)
-        metrics["train/skipped"] = torch.tensor(0.0)
+        # 0 where no merge was made (a stage of lifting only)
+        valid = cat["valid"]
+        rewards = torch.where(valid, cat["rewards"], 0).sum()
+        metrics["reward/mean_step"] = rewards / valid.sum().clamp(min=1)
+        out = _to_floats(metrics, self.device)
+        out.update({"train/lr": sched.lr(self.step), "train/tau": tau, "train/skipped": 0.0})
         self.step += 1
         if isinstance(self.actor, IncrementalActor):
             self.actor.forget()  # its cached logits came from the old weights
-        return {k: float(v.detach()) for k, v in metrics.items()}
+        return out
 
     def _stage(self) -> Stage:
         return self.schedule.stages[self.schedule.stage_at(self.step)[0]]
@@ -273,17 +272,19 @@ class ReinforceLearner:
         i = self.ranks.rank * n + torch.arange(n, device=self.device, dtype=torch.float64)
         return torch.floor(i * share) > torch.floor((i - 1) * share)
 
-    def _row_split(self, episodes: EpisodeBatch, stage: Stage) -> tuple[list[Tensor], Tensor]:
-        """Per token-count group (in the order of ``split_by_tokens``), the rows that train
+    def _row_split(
+        self, episodes: EpisodeBatch, groups: list[EpisodeBatch], stage: Stage
+    ) -> tuple[list[Tensor], Tensor]:
+        """Per token-count group (``groups``, from ``split_by_tokens``), the rows that train
         the classifier; and the rows, in that grouped order, that train the networks: the
         uniform rows where the stage has them, else all (the policy trains on the others)."""
         n, nums = len(episodes), episodes.num_tokens
-        groups = torch.unique(nums).tolist()
         net = self._share_rows(n, stage.uniform_share) if stage.uniform_share else None
         cls = self._share_rows(n, self.config.classifier_share)
         cls = cls if net is None else cls & net
         net_rows = torch.ones(n, dtype=torch.bool, device=self.device) if net is None else net
-        return [cls[nums == p] for p in groups], _replay_order(net_rows, nums)
+        cls_rows = _replay_order(cls, nums).split([len(g) for g in groups])
+        return list(cls_rows), _replay_order(net_rows, nums)
 
     def _signal(self, cat: dict[str, Tensor], episodes: EpisodeBatch) -> Tensor:
         """What the running buffer normalises into advantages. A group's rows share P, so the
@@ -420,7 +421,7 @@ class ReinforceLearner:
         clip = cfg.grad_clip or float("inf")  # inf: the norms are still checked for NaN
         norms = [nn.utils.clip_grad_norm_(g, clip) for g in self._groups()]
         metrics.update(zip(("grad/htm", "grad/classifier", "grad/policy"), norms, strict=True))
-        if not all(torch.isfinite(n) for n in norms):
+        if not bool(torch.isfinite(torch.stack(norms)).all()):
             return False
         self.htm_opt.step()
         self.cls_opt.step()
@@ -458,10 +459,10 @@ class ReinforceLearner:
         there are none)."""
         kind = self.config.policy
 
-        def head(nodes: Tensor, active: Tensor, pair: Tensor) -> tuple[Tensor, Tensor]:
+        def head(nodes: Tensor, active: Tensor, pair: Tensor, k: int) -> tuple[Tensor, Tensor]:
             # Score only the active slots: the softmax over legal pairs is unchanged, and the
             # table shrinks from S^2 to (P - t)^2 as merges proceed (3x less over an episode).
-            order, rank = core.active_first(active)
+            order, rank = core.active_first(active, k)
             k = order.shape[1]
             nodes = nodes.gather(1, order[..., None].expand(-1, -1, nodes.shape[-1]))
             active = active.gather(1, order)
@@ -477,11 +478,20 @@ class ReinforceLearner:
             )
 
         rep = core.replay(self.model, g.tokens, g.num_tokens, g.noise, g.pairs, g.lengths)
+        # Every row has P tokens and a merge makes one node of two, so before merge t the
+        # most active slots are P - min(t, shortest episode): known without reading the
+        # device at every merge.
+        p, shortest = g.tokens.shape[1], int(g.lengths.min())
         logps, ents, forests = [], [], []
         for t, before in enumerate(rep.before):
             if forest and t > 0:  # the forest after t merges, one more still to come
                 forests.append(core.forest_loss(self.model, before) * (g.lengths > t))
-            inputs = (core.nodes(before).detach(), before.active, g.pairs[:, t].clamp(min=0))
+            inputs = (
+                core.nodes(before).detach(),
+                before.active,
+                g.pairs[:, t].clamp(min=0),
+                p - min(t, shortest),
+            )
             if self.config.checkpoint_policy:
                 logp, ent = checkpoint(head, *inputs, use_reentrant=False)
             else:
@@ -563,10 +573,16 @@ class ReinforceLearner:
             self.actor.forget()
 
 
+def _to_floats(metrics: dict[str, Tensor], device: torch.device) -> dict[str, float]:
+    """The metrics as Python floats, read from the device at once (each read waits)."""
+    values = [v.detach().to(device, torch.float64).reshape(()) for v in metrics.values()]
+    return dict(zip(metrics, torch.stack(values).tolist(), strict=True))
+
+
 def _replay_order(rows: Tensor, nums: Tensor) -> Tensor:
     """Per-row values (N, ...) in the order ``update`` replays the rows: grouped by token
     count P (``EpisodeBatch.split_by_tokens``), row order kept within a group."""
-    return torch.cat([rows[nums == p] for p in torch.unique(nums).tolist()])
+    return rows[torch.argsort(nums, stable=True)]
 
 
 @contextmanager

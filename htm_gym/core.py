@@ -123,14 +123,14 @@ def legal_pairs(active: Tensor) -> Tensor:  # (B, S) bool -> (B, S, S) bool
     return active[:, :, None] & active[:, None, :] & ~eye
 
 
-def active_first(active: Tensor) -> tuple[Tensor, Tensor]:
+def active_first(active: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
     """Compaction of slots to the active ones (pair tables then cost K^2, not S^2).
 
     Returns the slot ids of each row, active first in slot order, cut to K = the largest
     active count (B, K), and each slot's position among its row's active slots (B, S),
-    -1 where inactive.
+    -1 where inactive. A caller that knows K passes it: reading it here waits for the device.
     """
-    k = max(int(active.sum(1).max()), 1)
+    k = max(int(active.sum(1).max()) if k is None else k, 1)
     order = torch.argsort((~active).to(torch.uint8), dim=1, stable=True)[:, :k]
     rank = torch.where(active, active.long().cumsum(1) - 1, -1)
     return order, rank
@@ -321,10 +321,9 @@ def replay(
     state = lift(model, tokens, num_tokens, noise)
     b, s = state.slot_node.shape
     inputs, merged, before = [], [], []
-    for t in range(s - 1):
+    steps = int(lengths.max()) if len(lengths) else 0  # one host read, not one per merge
+    for t in range(min(steps, s - 1)):
         apply = lengths > t
-        if not bool(apply.any()):
-            break
         before.append(state)
         pair = pairs[:, t].clamp(min=0)
         state, pair_in, node = merge_nodes(model, state, pair[:, 0], pair[:, 1], apply)
