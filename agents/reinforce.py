@@ -462,8 +462,7 @@ class ReinforceLearner:
         def head(nodes: Tensor, active: Tensor, pair: Tensor, k: int) -> tuple[Tensor, Tensor]:
             # Score only the active slots: the softmax over legal pairs is unchanged, and the
             # table shrinks from S^2 to (P - t)^2 as merges proceed (3x less over an episode).
-            order, rank = core.active_first(active, k)
-            k = order.shape[1]
+            order, rank = core.active_first(active, k)  # k >= 2: t < P - 1
             nodes = nodes.gather(1, order[..., None].expand(-1, -1, nodes.shape[-1]))
             active = active.gather(1, order)
             # rows past their end merge nothing and are ignored
