@@ -32,11 +32,12 @@ class RunningBaseline(nn.Module):
         self.register_buffer("count", torch.zeros(rows, dtype=torch.long))
 
     def push(self, rewards: Tensor, valid: Tensor) -> None:  # (N, D) each
-        if self.kind == "pooled":
-            self._push_row(0, rewards[valid])  # episode-major, as (N, D).flatten()
+        counts = valid.sum(0).tolist()  # one host read for every depth, not one per depth
+        if self.kind == "pooled":  # episode-major, as (N, D).flatten()
+            self._push_row(0, _valid_first(rewards.flatten(), valid.flatten(), sum(counts)))
             return
-        for t in range(rewards.shape[1]):
-            self._push_row(t, rewards[valid[:, t], t])
+        for t, n in enumerate(counts):
+            self._push_row(t, _valid_first(rewards[:, t], valid[:, t], n))
 
     def _push_row(self, row: int, r: Tensor) -> None:
         size = self.values.shape[1]
@@ -77,6 +78,11 @@ class RunningBaseline(nn.Module):
         mean = torch.where(ready, mean, batch_mean)
         std = torch.where(ready, std, batch_std)
         return (rewards - mean) / (std + eps) * valid
+
+
+def _valid_first(x: Tensor, valid: Tensor, n: int) -> Tensor:
+    """``x[valid]`` (1-d, order kept) for a known count ``n``: a mask index would read it."""
+    return x[torch.argsort((~valid).to(torch.uint8), stable=True)[:n]]
 
 
 def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:

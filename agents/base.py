@@ -64,7 +64,9 @@ class EpisodeBatch:
         # One host read for the whole split (the group sizes), not two per group: each read
         # waits for the device to finish its queue.
         order = torch.argsort(self.num_tokens, stable=True)  # row order kept within a P
-        sizes = torch.bincount(self.num_tokens).tolist()
+        # not bincount: on a GPU it reads the largest P first to size its output
+        sizes = torch.zeros(self.tokens.shape[1] + 1, dtype=torch.long, device=order.device)
+        sizes = sizes.index_add_(0, self.num_tokens, torch.ones_like(self.num_tokens)).tolist()
         out, start = [], 0
         for p, size in enumerate(sizes):
             if not size:

@@ -274,17 +274,17 @@ class ReinforceLearner:
 
     def _row_split(
         self, episodes: EpisodeBatch, groups: list[EpisodeBatch], stage: Stage
-    ) -> tuple[list[Tensor], Tensor]:
+    ) -> tuple[list[Tensor], Tensor | None]:
         """Per token-count group (``groups``, from ``split_by_tokens``), the rows that train
         the classifier; and the rows, in that grouped order, that train the networks: the
-        uniform rows where the stage has them, else all (the policy trains on the others)."""
+        uniform rows where the stage has them, else all (None; the policy trains on the
+        others)."""
         n, nums = len(episodes), episodes.num_tokens
         net = self._share_rows(n, stage.uniform_share) if stage.uniform_share else None
         cls = self._share_rows(n, self.config.classifier_share)
         cls = cls if net is None else cls & net
-        net_rows = torch.ones(n, dtype=torch.bool, device=self.device) if net is None else net
         cls_rows = _replay_order(cls, nums).split([len(g) for g in groups])
-        return list(cls_rows), _replay_order(net_rows, nums)
+        return list(cls_rows), None if net is None else _replay_order(net, nums)
 
     def _signal(self, cat: dict[str, Tensor], episodes: EpisodeBatch) -> Tensor:
         """What the running buffer normalises into advantages. A group's rows share P, so the
@@ -325,13 +325,14 @@ class ReinforceLearner:
         return shared, valid, where
 
     def _htm_losses(
-        self, cat: dict[str, Tensor], stage: Stage, s: int, rows: Tensor
+        self, cat: dict[str, Tensor], stage: Stage, s: int, rows: Tensor | None
     ) -> dict[str, Tensor]:
-        """The HTM loss over the episodes ``rows`` (bool, grouped order), the classifier's,
-        and what to log of them."""
+        """The HTM loss over the episodes ``rows`` (bool, grouped order; None: all), the
+        classifier's, and what to log of them."""
         cfg = self.config
-        keys = ("recon", "step", "transport", "lifter", "encoder", "forest")
-        terms = {k: cat[k][rows] for k in keys}
+        keys = ("recon", "step", "transport", "lifter", "encoder", "forest", "num_tokens")
+        # indexing by a mask reads it on the host (and again in the backward)
+        terms = {k: cat[k] if rows is None else cat[k][rows] for k in keys}
         weights = losses.Weights(
             stage.lambda_step,
             stage.lambda_transport,
@@ -348,7 +349,7 @@ class ReinforceLearner:
         ce = F.cross_entropy(logits, labels) if len(labels) else logits.sum() * 0
         cls_loss = self.ranks.global_mean(ce, len(labels))
         return {
-            "loss/htm": losses.htm_loss(terms, cat["num_tokens"][rows], weights),
+            "loss/htm": losses.htm_loss(terms, terms["num_tokens"], weights),
             "loss/recon": terms["recon"].mean(),
             "loss/step": terms["step"].mean(),
             "loss/transport": terms["transport"].mean(),
@@ -375,11 +376,16 @@ class ReinforceLearner:
         valid, logp, ent = cat["valid"], cat["logp"], cat["entropy"]  # (N, S-1) each
         if not valid.any():  # the same on every rank: a curriculum stage without merges
             return None, None
-        rows = valid.any(1)
-        per_episode = losses.masked_mean(ent, valid)[rows]
-        entropy = self.ranks.global_mean(per_episode.mean(), rows.sum())
+        rows = valid.any(1)  # episodes with a merge; weights, not a mask index (a host read)
+        count = rows.sum()
+        per_episode = losses.masked_mean(ent, valid)
+
+        def mean(x: Tensor) -> Tensor:
+            return self.ranks.global_mean((x * rows).sum() / count.clamp(min=1), count)
+
+        entropy = mean(per_episode)
         if cfg.entropy_loss == "episode":
-            off_target = self.ranks.global_mean((per_episode - target).abs().mean(), rows.sum())
+            off_target = mean((per_episode - target).abs())
         else:
             off_target = (entropy - target).abs()
         metrics["policy/entropy"] = entropy
@@ -476,11 +482,14 @@ class ReinforceLearner:
                 logp, legal
             )
 
-        rep = core.replay(self.model, g.tokens, g.num_tokens, g.noise, g.pairs, g.lengths)
         # Every row has P tokens and a merge makes one node of two, so before merge t the
         # most active slots are P - min(t, shortest episode): known without reading the
         # device at every merge.
-        p, shortest = g.tokens.shape[1], int(g.lengths.min())
+        p = g.tokens.shape[1]
+        longest, shortest = torch.stack([g.lengths.max(), g.lengths.min()]).tolist()
+        rep = core.replay(
+            self.model, g.tokens, g.num_tokens, g.noise, g.pairs, g.lengths, steps=longest
+        )
         logps, ents, forests = [], [], []
         for t, before in enumerate(rep.before):
             if forest and t > 0:  # the forest after t merges, one more still to come

@@ -289,7 +289,8 @@ def classifier_inputs(
     exists, labels = internal_labels(state)
     if rows is not None:
         exists = exists & rows[:, None]
-    return model.classifier(down.detach()[exists]), labels[exists]
+    nodes = exists.flatten().nonzero().squeeze(1)  # one host read for both selections
+    return model.classifier(down.detach().flatten(0, 1)[nodes]), labels.flatten()[nodes]
 
 
 def node_mask(state: MergeState) -> Tensor:  # (B, 2S-1) bool, tree ids created so far
@@ -313,15 +314,18 @@ def replay(
     noise: Tensor,
     pairs: Tensor,
     lengths: Tensor,
+    steps: int | None = None,
 ) -> Replay:
     """Re-run recorded episodes: lift, then merge slot pair ``pairs[:, t]`` (B, S-1, 2)
     where ``t < lengths``. With the same model and noise this reproduces the env's states
     (``MergeState.actions`` are such pairs); a learner scores the actions it took on
-    ``before``. Steps past the longest episode are not run."""
+    ``before``. Steps past the longest episode are not run; a caller that knows how many
+    that is passes ``steps`` (else it is read from ``lengths``, which waits for the device)."""
     state = lift(model, tokens, num_tokens, noise)
     b, s = state.slot_node.shape
     inputs, merged, before = [], [], []
-    steps = int(lengths.max()) if len(lengths) else 0  # one host read, not one per merge
+    if steps is None:  # one host read, not one per merge
+        steps = int(lengths.max()) if len(lengths) else 0
     for t in range(min(steps, s - 1)):
         apply = lengths > t
         before.append(state)

@@ -24,8 +24,14 @@ from htm_gym.envs.vector_env import HTMVectorEnv
 
 # aten ops that read values to the host or whose output shape depends on the values
 READS = {"_local_scalar_dense", "nonzero", "_unique2", "unique_dim", "unique_consecutive",
-         "masked_select", "nonzero_static"}  # fmt: skip
+         "masked_select", "bincount"}  # fmt: skip
+# read inside the kernel, invisible to a dispatch mode: counted by their inputs instead
+MASK_INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_"}
 METHOD_READS = {torch.Tensor.tolist, torch.Tensor.numpy}
+
+
+def _has_mask(indices) -> bool:
+    return any(i is not None and i.dtype in (torch.bool, torch.uint8) for i in indices)
 
 
 class HostReads(TorchDispatchMode):
@@ -60,6 +66,10 @@ class HostReads(TorchDispatchMode):
         name = func._schema.name.split("::")[-1]
         if name in READS:
             self.note(name)
+        elif name in MASK_INDEXING and _has_mask(args[1]):
+            self.note(f"{name} by a mask")  # the kernel finds the mask's true entries first
+        elif name == "repeat_interleave" and (kwargs or {}).get("output_size") is None:
+            self.note(name)  # sizes its output from the repeats' sum
         return func(*args, **(kwargs or {}))
 
     @property
@@ -101,9 +111,10 @@ def test_an_update_reads_the_device_a_fixed_few_times_whatever_the_episode_lengt
         with HostReads() as reads:
             learner.update(episodes)
         groups = len(episodes.split_by_tokens())
-        # the split by P; per P the longest and shortest episode; is any merge valid, is the
-        # loss finite, are the gradients finite; all metrics at once
-        assert reads.total == 1 + 2 * groups + 4, reads.lines
+        # the split by P; per P the episodes' extreme lengths and the classifier's nodes; is
+        # any merge valid, is the loss finite, are the gradients finite, the baseline's
+        # counts per depth, all metrics at once
+        assert reads.total == 1 + 2 * groups + 5, reads.lines
         counts.append(reads.total)
     assert counts[0] == counts[1]  # five merges cost no more reads than one
 
@@ -120,3 +131,21 @@ def test_the_replays_compaction_width_is_known_without_reading_the_device():
             rep = core.replay(learner.model, g.tokens, g.num_tokens, g.noise, g.pairs, g.lengths)
             for t, before in enumerate(rep.before):
                 assert int(before.active.sum(1).max()) == p - min(t, shortest)
+
+
+def test_the_counter_sees_each_kind_of_read():
+    x, mask = torch.arange(6.0), torch.tensor([True, False] * 3)
+    idx = torch.tensor([0, 2])
+    reads = HostReads()
+    with reads:
+        x[idx], x.sum() * 2, torch.argsort(x)  # none of these reads
+    assert reads.total == 0, reads.lines
+    with reads:
+        float(x.sum())
+        x.tolist()
+        x[mask]
+        x[mask] = 0.0
+        mask.nonzero()
+        torch.unique(x)
+        x.repeat_interleave(idx.new_tensor([1, 2, 0, 1, 1, 1]))
+    assert reads.total == 7, reads.lines
